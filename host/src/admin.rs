@@ -1,0 +1,79 @@
+//! The admin listener: `/healthz`, `/readyz` (API serving and watchers synced), `/metrics`
+//! (Prometheus text), `/debug/services` and `/debug/services/{ns}/{name}` (the snapshot as
+//! JSON). Reads shared state only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/services", get(services))
+        .route("/debug/services/{ns}/{name}", get(service))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the API and the first snapshot\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn services(State(s): State<AdminState>) -> Response {
+    let snap = s.snapshot.load();
+    let mut list: Vec<_> = snap.services.values().collect();
+    list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    axum::Json(json!({"generation": snap.generation, "services": list})).into_response()
+}
+
+async fn service(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let snap = s.snapshot.load();
+    match snap.get(&ns, &name) {
+        Some(v) => axum::Json(json!({"generation": snap.generation, "service": v})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("service {ns}/{name} is not in the snapshot\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,274 @@
+//! Command line (clap) and `--config` YAML for `switchyard serve`, merged with flags winning,
+//! then validated into [`Settings`], the only form the rest of the program sees.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Kubernetes Service gateway: embedded API, proxy, cluster DNS and Wasm plugins"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (embedded Kubernetes API by default, or watch a real cluster).
+    Serve(Box<ServeArgs>),
+    /// Print the version.
+    Version,
+}
+
+/// An inclusive port range written `A-B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange(pub u16, pub u16);
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not a range like 30000-32767"))?;
+        let a: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+        let b: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+        if a == 0 || a > b {
+            return Err(format!(
+                "{s:?}: the range must be non-empty and start above 0"
+            ));
+        }
+        Ok(PortRange(a, b))
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Flags of `serve`; every one may also be set in the `--config` YAML under the same name.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Directory for the embedded store (redb) and caches [default: ./switchyard-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the embedded Kubernetes-compatible API (plain HTTP) [default: 127.0.0.1:6443]
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// Watch the cluster in this kubeconfig instead of running the embedded API
+    #[arg(long, value_name = "PATH", conflicts_with = "in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the cluster this Pod runs in (service account) instead of the embedded API
+    #[arg(long)]
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Cluster DNS listener, UDP and TCP [default: 127.0.0.1:5353]
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
+    /// Admin listener: /healthz, /readyz, /metrics, /debug/services [default: 127.0.0.1:9901]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Range cluster IPs are allocated from; its first address is the `kubernetes` Service's [default: 127.96.0.0/16]
+    #[arg(long, value_name = "CIDR")]
+    pub service_cidr: Option<Ipv4Net>,
+    /// This node's address: NodePorts listen here [default: 127.0.0.1]
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<IpAddr>,
+    /// NodePort range [default: 30000-32767]
+    #[arg(long, value_name = "A-B")]
+    pub node_port_range: Option<PortRange>,
+    /// Pool of LoadBalancer addresses [default: 127.200.0.0/24]
+    #[arg(long, value_name = "CIDR")]
+    pub lb_pool: Option<Ipv4Net>,
+    /// Cluster DNS domain [default: cluster.local]
+    #[arg(long, value_name = "D")]
+    pub cluster_domain: Option<String>,
+    /// YAML file with any of these settings (kebab-case keys); flags win over it
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where Services and EndpointSlices come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Embedded,
+    Kubeconfig(PathBuf),
+    InCluster,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub source: Source,
+    pub dns_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub service_cidr: Ipv4Net,
+    pub node_ip: IpAddr,
+    pub node_ports: PortRange,
+    pub lb_pool: Ipv4Net,
+    pub cluster_domain: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+macro_rules! merge {
+    ($flags:ident, $file:ident, $($f:ident),*) => { $( if $flags.$f.is_none() { $flags.$f = $file.$f.take(); } )* };
+}
+
+impl ServeArgs {
+    /// Merges the `--config` file under the flags and validates the result.
+    pub fn resolve(mut self) -> Result<Settings, ConfigError> {
+        if let Some(path) = self.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut file: ServeArgs = if text.trim().is_empty() {
+                ServeArgs::default()
+            } else {
+                serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            };
+            merge!(
+                self,
+                file,
+                data_dir,
+                api_listen,
+                kubeconfig,
+                dns_listen,
+                admin_listen,
+                service_cidr,
+                node_ip,
+                node_port_range,
+                lb_pool,
+                cluster_domain
+            );
+            self.in_cluster |= file.in_cluster;
+        }
+        let source = match (self.kubeconfig, self.in_cluster) {
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid(
+                    "--kubeconfig and --in-cluster exclude each other".into(),
+                ));
+            }
+            (Some(p), false) => Source::Kubeconfig(p),
+            (None, true) => Source::InCluster,
+            (None, false) => Source::Embedded,
+        };
+        let service_cidr = self
+            .service_cidr
+            .unwrap_or_else(|| "127.96.0.0/16".parse().expect("valid"));
+        if service_cidr.prefix_len() > 30 {
+            return Err(ConfigError::Invalid(format!(
+                "--service-cidr {service_cidr} is too small (at most /30)"
+            )));
+        }
+        let cluster_domain = self
+            .cluster_domain
+            .unwrap_or_else(|| "cluster.local".into())
+            .trim_end_matches('.')
+            .to_string();
+        if !crate::validation::names::dns1123_subdomain(&cluster_domain).is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "--cluster-domain {cluster_domain:?} is not a DNS name"
+            )));
+        }
+        Ok(Settings {
+            data_dir: self.data_dir.unwrap_or_else(|| "./switchyard-data".into()),
+            api_listen: self
+                .api_listen
+                .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("valid")),
+            source,
+            dns_listen: self
+                .dns_listen
+                .unwrap_or_else(|| "127.0.0.1:5353".parse().expect("valid")),
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| "127.0.0.1:9901".parse().expect("valid")),
+            service_cidr,
+            node_ip: self.node_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            node_ports: self.node_port_range.unwrap_or(PortRange(30000, 32767)),
+            lb_pool: self
+                .lb_pool
+                .unwrap_or_else(|| "127.200.0.0/24".parse().expect("valid")),
+            cluster_domain,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.api_listen.to_string(), "127.0.0.1:6443");
+        assert_eq!(s.service_cidr.to_string(), "127.96.0.0/16");
+        assert_eq!(s.node_ports, PortRange(30000, 32767));
+        assert_eq!(s.source, Source::Embedded);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "api-listen: 127.0.0.1:7000\nadmin-listen: 127.0.0.1:7001\nnode-port-range: 31000-31010\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            api_listen: Some("127.0.0.1:8000".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.api_listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(s.node_ports, PortRange(31000, 31010));
+    }
+
+    #[test]
+    fn bad_config_is_reported_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "api-lisen: 1\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("c.yaml") && err.contains("api-lisen"), "{err}");
+        assert!("40000-30000".parse::<PortRange>().is_err());
+    }
+}

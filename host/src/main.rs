@@ -1,0 +1,27 @@
+//! The `switchyard` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+use switchyard::config::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let settings = args.resolve()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(switchyard::serve::run(settings))
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `switchyard serve`: opens the store, starts the embedded API, the endpoints controller,
+//! the watcher and the admin listener, and waits for a signal. The only place that wires
+//! modules together.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use crate::api::registry::{Registry, RegistryConfig};
+use crate::api::{self, ApiState};
+use crate::config::{Settings, Source};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::{admin, controller, watcher};
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let admin_listener = bind(settings.admin_listen, "admin").await?;
+    let admin = admin::router(admin::AdminState {
+        snapshot: snapshot.clone(),
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(async move { axum::serve(admin_listener, admin).await });
+
+    let client = match &settings.source {
+        Source::Embedded => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+            let api_ip = if settings.api_listen.ip().is_unspecified() {
+                settings.node_ip
+            } else {
+                settings.api_listen.ip()
+            };
+            let registry = Arc::new(
+                Registry::open(
+                    &settings.data_dir.join("store.redb"),
+                    RegistryConfig {
+                        service_cidr: settings.service_cidr,
+                        node_ports: (settings.node_ports.0, settings.node_ports.1),
+                        lb_pool: settings.lb_pool,
+                        api_endpoint: (api_ip, settings.api_listen.port()),
+                    },
+                )
+                .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?,
+            );
+            let listener = bind(settings.api_listen, "API").await?;
+            let state = ApiState {
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+                server_addr: settings.api_listen.to_string(),
+            };
+            let app = api::router(state);
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            registry
+                .bootstrap()
+                .await
+                .map_err(|e| anyhow::anyhow!("bootstrapping the default objects: {e}"))?;
+            tokio::spawn(controller::run(registry.clone(), metrics.clone()));
+            let host = match api_ip {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            };
+            let url = format!("http://{host}:{}", settings.api_listen.port());
+            tracing::info!(api = %url, data_dir = %settings.data_dir.display(), "embedded API serving");
+            kube::Client::try_from(kube::Config::new(url.parse()?))?
+        }
+        Source::Kubeconfig(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            tracing::info!(cluster = %cfg.cluster_url, "watching a cluster from kubeconfig");
+            kube::Client::try_from(cfg)?
+        }
+        Source::InCluster => kube::Client::try_from(
+            kube::Config::incluster().context("reading the in-cluster service account")?,
+        )?,
+    };
+    tokio::spawn(watcher::run(client, snapshot, ready, metrics));
+    tracing::info!(admin = %settings.admin_listen, "switchyard running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

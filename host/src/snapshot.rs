@@ -1,0 +1,345 @@
+//! The gateway's view of the world: an immutable snapshot of Services, their ports and the
+//! endpoints behind each port, built from Service and EndpointSlice objects. Sans-IO: plain
+//! data in, a `ServiceView` out. The watcher publishes snapshots through `arc-swap`; the data
+//! plane and DNS read them without locks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+/// `namespace/name`.
+pub type ServiceKey = Arc<str>;
+
+pub fn key(namespace: &str, name: &str) -> ServiceKey {
+    Arc::from(format!("{namespace}/{name}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("UDP") => Protocol::Udp,
+            Some("SCTP") => Protocol::Sctp,
+            _ => Protocol::Tcp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+/// One backend address of one port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointView {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortView {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    pub target_port: String,
+    pub endpoints: Vec<EndpointView>,
+}
+
+impl PortView {
+    /// Endpoints to send new traffic to: ready ones, or, when none is ready, serving ones that
+    /// are terminating (the EndpointSlice rule kube-proxy follows).
+    pub fn usable(&self) -> impl Iterator<Item = &EndpointView> {
+        let any_ready = self.endpoints.iter().any(|e| e.ready);
+        self.endpoints.iter().filter(move |e| {
+            if any_ready {
+                e.ready
+            } else {
+                e.serving && e.terminating
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: ServiceType,
+    pub headless: bool,
+    pub cluster_ips: Vec<IpAddr>,
+    pub external_ips: Vec<IpAddr>,
+    pub load_balancer_ips: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    /// `sessionAffinity: ClientIP` timeout, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout_seconds: Option<u32>,
+    pub external_traffic_local: bool,
+    pub internal_traffic_local: bool,
+    pub load_balancer_source_ranges: Vec<ipnet::IpNet>,
+    /// The `switchyard.io/*` annotations (plugins, modes, TLS).
+    pub annotations: BTreeMap<String, String>,
+    pub ports: Vec<PortView>,
+    pub resource_version: String,
+}
+
+fn ips(v: Option<&Vec<String>>) -> Vec<IpAddr> {
+    v.into_iter()
+        .flatten()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+impl ServiceView {
+    /// Builds the view of `svc` from the EndpointSlices labelled with its name.
+    pub fn build(svc: &Service, slices: &[&EndpointSlice]) -> Self {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let type_ = match spec.type_.as_deref() {
+            Some("NodePort") => ServiceType::NodePort,
+            Some("LoadBalancer") => ServiceType::LoadBalancer,
+            Some("ExternalName") => ServiceType::ExternalName,
+            _ => ServiceType::ClusterIP,
+        };
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        let cluster_ips = if spec.cluster_ips.is_some() {
+            ips(spec.cluster_ips.as_ref())
+        } else {
+            ips(spec.cluster_ip.as_ref().map(|c| vec![c.clone()]).as_ref())
+        };
+        let load_balancer_ips = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|sp| {
+                let name = sp.name.clone().unwrap_or_default();
+                let protocol = Protocol::parse(sp.protocol.as_deref());
+                let mut endpoints = Vec::new();
+                for slice in slices {
+                    let Some(port) = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| {
+                            p.name.clone().unwrap_or_default() == name
+                                && Protocol::parse(p.protocol.as_deref()) == protocol
+                        })
+                        .and_then(|p| p.port)
+                    else {
+                        continue;
+                    };
+                    for ep in &slice.endpoints {
+                        let c = ep.conditions.clone().unwrap_or_default();
+                        let ready = c.ready.unwrap_or(true);
+                        for a in &ep.addresses {
+                            let Ok(addr) = a.parse() else { continue };
+                            endpoints.push(EndpointView {
+                                addr,
+                                port: port as u16,
+                                ready,
+                                serving: c.serving.unwrap_or(ready),
+                                terminating: c.terminating.unwrap_or(false),
+                                node: ep.node_name.clone(),
+                                zone: ep.zone.clone(),
+                                hostname: ep.hostname.clone(),
+                                pod: ep.target_ref.as_ref().and_then(|t| t.name.clone()),
+                            });
+                        }
+                    }
+                }
+                endpoints.sort_by_key(|e| (e.addr, e.port));
+                endpoints.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+                PortView {
+                    name,
+                    port: sp.port as u16,
+                    protocol,
+                    node_port: sp.node_port.map(|p| p as u16),
+                    app_protocol: sp.app_protocol.clone(),
+                    target_port: match &sp.target_port {
+                        Some(IntOrString::Int(n)) => n.to_string(),
+                        Some(IntOrString::String(s)) => s.clone(),
+                        None => sp.port.to_string(),
+                    },
+                    endpoints,
+                }
+            })
+            .collect();
+        ServiceView {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            type_,
+            headless,
+            cluster_ips: if headless { Vec::new() } else { cluster_ips },
+            external_ips: ips(spec.external_ips.as_ref()),
+            load_balancer_ips,
+            external_name: spec
+                .external_name
+                .clone()
+                .filter(|_| type_ == ServiceType::ExternalName),
+            affinity_timeout_seconds: (spec.session_affinity.as_deref() == Some("ClientIP")).then(
+                || {
+                    spec.session_affinity_config
+                        .as_ref()
+                        .and_then(|c| c.client_ip.as_ref())
+                        .and_then(|c| c.timeout_seconds)
+                        .unwrap_or(10800) as u32
+                },
+            ),
+            external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            load_balancer_source_ranges: spec
+                .load_balancer_source_ranges
+                .iter()
+                .flatten()
+                .filter_map(|r| r.trim().parse().ok())
+                .collect(),
+            annotations: svc
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("switchyard.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ports,
+            resource_version: svc.metadata.resource_version.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything the data plane and DNS need, immutable once published.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub services: HashMap<ServiceKey, Arc<ServiceView>>,
+}
+
+impl Snapshot {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceView>> {
+        self.services.get(format!("{namespace}/{name}").as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn service_view_maps_ports_to_slice_endpoints() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "annotations": {"switchyard.io/balancer": "maglev", "other": "x"}},
+            "spec": {"type": "NodePort", "clusterIP": "127.96.0.10", "clusterIPs": ["127.96.0.10"], "sessionAffinity": "ClientIP",
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080, "protocol": "TCP"},
+                               {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}]}
+        })).unwrap();
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web"}, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": [
+                {"addresses": ["127.0.0.12"], "conditions": {"ready": true}},
+                {"addresses": ["127.0.0.11"], "conditions": {"ready": false, "serving": true, "terminating": true}, "nodeName": "n1"}
+            ]
+        })).unwrap();
+        let v = ServiceView::build(&svc, &[&slice]);
+        assert_eq!(v.type_, ServiceType::NodePort);
+        assert_eq!(
+            v.cluster_ips,
+            vec!["127.96.0.10".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(v.affinity_timeout_seconds, Some(10800));
+        assert_eq!(
+            v.annotations.keys().collect::<Vec<_>>(),
+            ["switchyard.io/balancer"]
+        );
+        let http = &v.ports[0];
+        assert_eq!(
+            (http.port, http.node_port, http.protocol),
+            (80, Some(30080), Protocol::Tcp)
+        );
+        assert_eq!(
+            http.endpoints
+                .iter()
+                .map(|e| (e.addr.to_string(), e.port))
+                .collect::<Vec<_>>(),
+            [
+                ("127.0.0.11".to_string(), 8080),
+                ("127.0.0.12".to_string(), 8080)
+            ]
+        );
+        assert_eq!(
+            http.usable().count(),
+            1,
+            "only the ready one while one is ready"
+        );
+        assert_eq!(v.ports[1].endpoints[0].port, 5353);
+    }
+
+    #[test]
+    fn terminating_serving_endpoints_are_the_fallback() {
+        let port = PortView {
+            name: String::new(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            node_port: None,
+            app_protocol: None,
+            target_port: "80".into(),
+            endpoints: vec![EndpointView {
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 80,
+                ready: false,
+                serving: true,
+                terminating: true,
+                node: None,
+                zone: None,
+                hostname: None,
+                pod: None,
+            }],
+        };
+        assert_eq!(port.usable().count(), 1);
+    }
+}
