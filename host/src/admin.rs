@@ -58,7 +58,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 
 async fn services(State(s): State<AdminState>) -> Response {
     let snap = s.snapshot.load();
-    let mut list: Vec<_> = snap.services.values().collect();
+    let mut list: Vec<_> = snap.services().collect();
     list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     axum::Json(json!({"generation": snap.generation, "services": list})).into_response()
 }

@@ -251,16 +251,70 @@ impl ServiceView {
     }
 }
 
+/// Shards of the Service map: a new snapshot copies only the shards that changed.
+pub const SHARDS: usize = 64;
+
+type Shard = HashMap<ServiceKey, Arc<ServiceView>>;
+
 /// Everything the data plane and DNS need, immutable once published.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     pub generation: u64,
-    pub services: HashMap<ServiceKey, Arc<ServiceView>>,
+    shards: Vec<Arc<Shard>>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            generation: 0,
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
+        }
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
 }
 
 impl Snapshot {
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceView>> {
-        self.services.get(format!("{namespace}/{name}").as_str())
+        let k = format!("{namespace}/{name}");
+        self.shards[shard_of(&k)].get(k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceView>> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    /// The next generation: this snapshot with `changes` applied (`None` removes).
+    /// Untouched shards are shared with this snapshot, not copied.
+    pub fn with_changes(
+        &self,
+        changes: impl IntoIterator<Item = (ServiceKey, Option<Arc<ServiceView>>)>,
+    ) -> Snapshot {
+        let mut shards = self.shards.clone();
+        for (k, v) in changes {
+            let shard = Arc::make_mut(&mut shards[shard_of(&k)]);
+            match v {
+                Some(v) => shard.insert(k, v),
+                None => shard.remove(&k),
+            };
+        }
+        Snapshot {
+            generation: self.generation + 1,
+            shards,
+        }
     }
 }
 

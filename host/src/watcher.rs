@@ -127,28 +127,16 @@ impl World {
 
     /// The next snapshot: the previous one with the dirty Services rebuilt.
     fn next(&mut self, prev: &Snapshot) -> Snapshot {
-        let mut services = if self.all_dirty {
-            self.services
-                .keys()
-                .filter_map(|k| Some((k.clone(), self.view(k)?)))
-                .collect()
+        let next = if self.all_dirty {
+            let mut fresh = Snapshot::default();
+            fresh.generation = prev.generation;
+            fresh.with_changes(self.services.keys().map(|k| (k.clone(), self.view(k))))
         } else {
-            let mut m = prev.services.clone();
-            for k in self.dirty.iter() {
-                match self.view(k) {
-                    Some(v) => m.insert(k.clone(), v),
-                    None => m.remove(k),
-                };
-            }
-            m
+            prev.with_changes(self.dirty.iter().map(|k| (k.clone(), self.view(k))))
         };
-        services.shrink_to_fit();
         self.dirty.clear();
         self.all_dirty = false;
-        Snapshot {
-            generation: prev.generation + 1,
-            services,
-        }
+        next
     }
 }
 
@@ -195,10 +183,9 @@ pub async fn run(
         }
         let started = Instant::now();
         let next = world.next(&snapshot.load());
-        metrics.snapshot_services.set(next.services.len() as i64);
+        metrics.snapshot_services.set(next.len() as i64);
         metrics.snapshot_endpoints.set(
-            next.services
-                .values()
+            next.services()
                 .flat_map(|s| &s.ports)
                 .map(|p| p.endpoints.len() as i64)
                 .sum(),

@@ -1,1 +1,257 @@
+//! Harness for black-box tests: starts the real `switchyard` binary on free loopback ports with
+//! a temporary data dir, and drives it with the real `kubectl` and plain HTTP. Every wait is
+//! bounded; the process is killed when the handle drops.
+//!
+//! The binary is `$SWITCHYARD_BIN` or `target/release/switchyard`; kubectl is `$KUBECTL` or
+//! `.tools/bin/kubectl` (installed by `scripts/install-test-deps.sh`).
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+pub fn binary() -> PathBuf {
+    std::env::var_os("SWITCHYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/switchyard"))
+}
+
+pub fn kubectl_path() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin/kubectl"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Minimal HTTP/1.1 client for loopback (status, body); no dependency beyond std.
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    // A server may answer (413) and close before the whole body is written: read regardless.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let code: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .context("status line")?
+        .parse()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One running gateway.
+pub struct Gateway {
+    child: Option<Child>,
+    pub api: String,
+    pub admin: String,
+    pub data: tempfile::TempDir,
+    kube_cache: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Gateway {
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        let mut g = Gateway {
+            child: None,
+            api: format!("127.0.0.1:{}", free_port()),
+            admin: format!("127.0.0.1:{}", free_port()),
+            data: tempfile::tempdir()?,
+            kube_cache: tempfile::tempdir()?,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        g.spawn()?;
+        Ok(g)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("switchyard.log"))?;
+        let child = Command::new(binary())
+            .args(["serve", "--data-dir"])
+            .arg(self.data.path().join("data"))
+            .args([
+                "--api-listen",
+                &self.api,
+                "--admin-listen",
+                &self.admin,
+                "--dns-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(&self.extra)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", binary().display()))?;
+        self.child = Some(child);
+        let admin = self.admin.clone();
+        wait_for(Duration::from_secs(20), "/readyz", || {
+            http("GET", &admin, "/readyz", "text/plain", b"")
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        })
+        .with_context(|| format!("gateway log:\n{}", self.log()))?;
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("switchyard.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`, then start again on the same data dir and ports.
+    pub fn kill9_and_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?; // SIGKILL
+            c.wait()?;
+        }
+        self.spawn()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Runs kubectl against this gateway.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl_path());
+        cmd.arg("--server")
+            .arg(format!("http://{}", self.api))
+            .args(["--request-timeout", "20s"])
+            .args(args);
+        cmd.env("KUBECACHEDIR", self.kube_cache.path())
+            .env("KUBECONFIG", "/dev/null");
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl runs (scripts/install-test-deps.sh installs it)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// kubectl applying a manifest from a string.
+    pub fn apply(&self, verb: &str, manifest: &str) -> Output {
+        self.kubectl_stdin(&[verb, "-f", "-"], Some(manifest))
+    }
+
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        http("GET", &self.admin, path, "text/plain", b"")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}

@@ -298,8 +298,16 @@ impl Filter {
     }
 
     pub(crate) fn matches(&self, s: &crate::store::Stored) -> bool {
-        self.labels.matches(&s.labels)
-            && (self.fields.is_empty() || self.fields.matches(&s.value()))
+        self.matches_labels(&s.labels, s)
+    }
+
+    /// `labels` with the fields of `s` (for an object's labels before a change).
+    pub(crate) fn matches_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        s: &crate::store::Stored,
+    ) -> bool {
+        self.labels.matches(labels) && (self.fields.is_empty() || self.fields.matches(&s.value()))
     }
 }
 

@@ -265,9 +265,8 @@ impl Registry {
     fn defaults_on_create(res: &Resource, v: &mut Value) {
         match res.plural {
             "pods" => {
-                if v.get("status").is_none_or(Value::is_null) {
-                    v["status"] = json!({"phase": "Pending"});
-                }
+                // As the API server does: a new Pod's status is the kubelet's to write.
+                v["status"] = json!({"phase": "Pending"});
                 if v.pointer("/spec/restartPolicy").is_none()
                     && v.get("spec").is_some_and(Value::is_object)
                 {

@@ -122,7 +122,10 @@ impl WatchState {
             return None;
         }
         let now = self.filter.matches(&ev.object);
-        let before = ev.old.as_ref().is_some_and(|o| self.filter.matches(o));
+        let before = ev
+            .old_labels
+            .as_ref()
+            .is_some_and(|l| self.filter.matches_labels(l, &ev.object));
         match (ev.kind, now, before) {
             (EventKind::Deleted, true, _) => Some(line("DELETED", &ev.object.raw)),
             (EventKind::Added, true, _) => Some(line("ADDED", &ev.object.raw)),

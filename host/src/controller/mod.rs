@@ -246,7 +246,7 @@ pub async fn run(reg: Arc<Registry>, metrics: Arc<Metrics>) {
                     namespace: ns,
                     name,
                     object: s,
-                    old: None,
+                    old_labels: None,
                 });
             }
         }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 pub use watch::{Event, EventKind, TooOld, WatchHub};
 
 /// How many committed events the watch history keeps.
-const HISTORY: usize = 200_000;
+const HISTORY: usize = 32_768;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -279,7 +279,7 @@ impl Txn<'_> {
             namespace: namespace.to_string(),
             name: name.to_string(),
             object: stored.clone(),
-            old,
+            old_labels: old.as_ref().map(|o| o.labels.clone()),
         }));
         stored
     }
@@ -314,7 +314,7 @@ impl Txn<'_> {
             namespace: namespace.to_string(),
             name: name.to_string(),
             object: gone.clone(),
-            old: None,
+            old_labels: None,
         }));
         Some(gone)
     }

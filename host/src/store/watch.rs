@@ -38,8 +38,10 @@ pub struct Event {
     pub name: String,
     /// The object after the change (for DELETED: its last state, at the deletion revision).
     pub object: Stored,
-    /// For MODIFIED: the object before the change (controllers diff on it).
-    pub old: Option<Stored>,
+    /// For MODIFIED: the labels before the change, so label-selected watches can turn a
+    /// change that leaves the selection into DELETED. (Only labels: keeping whole previous
+    /// objects in the history would multiply its memory.)
+    pub old_labels: Option<Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 pub struct WatchHub {
@@ -65,7 +67,7 @@ pub struct TooOld {
 
 impl WatchHub {
     pub fn new(floor: u64, history: usize) -> Self {
-        let (tx, _) = broadcast::channel(65_536);
+        let (tx, _) = broadcast::channel(history.clamp(1, 32_768));
         WatchHub {
             inner: Mutex::new(Ring {
                 events: VecDeque::with_capacity(history.min(1 << 16)),
