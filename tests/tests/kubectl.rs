@@ -568,3 +568,64 @@ fn everything_survives_kill_9() {
         "127.0.0.11 127.0.0.12",
     );
 }
+
+#[test]
+fn typed_kubectl_commands_send_protobuf_and_work() {
+    let g = Gateway::start().unwrap();
+    g.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=user=admin",
+    ]);
+    assert_eq!(
+        jsonpath(&g, &["get", "secret", "s1"], "{.data.user}"),
+        "YWRtaW4="
+    );
+    g.ok(&["create", "configmap", "c1", "--from-literal=mode=fast"]);
+    assert_eq!(
+        jsonpath(&g, &["get", "configmap", "c1"], "{.data.mode}"),
+        "fast"
+    );
+    g.ok(&["create", "service", "nodeport", "web", "--tcp=80:8080"]);
+    assert_eq!(
+        jsonpath(
+            &g,
+            &["get", "svc", "web"],
+            "{.spec.type} {.spec.selector.app} {.spec.ports[0].targetPort}"
+        ),
+        "NodePort web 8080"
+    );
+    g.ok(&[
+        "run",
+        "web-1",
+        "--image=example/web",
+        "--port=8080",
+        "--labels=app=web",
+    ]);
+    set_pod_status(&g, "web-1", "127.0.0.31", true);
+    eventually(
+        &g,
+        &["get", "endpoints", "web"],
+        "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        "127.0.0.31:8080",
+    );
+    g.ok(&[
+        "expose",
+        "pod",
+        "web-1",
+        "--name=web-direct",
+        "--port=9090",
+        "--target-port=8080",
+    ]);
+    eventually(
+        &g,
+        &["get", "endpoints", "web-direct"],
+        "{.subsets[0].addresses[0].ip}",
+        "127.0.0.31",
+    );
+    // A resource this server does not serve (apps/v1 Deployments) is refused.
+    let out = g.kubectl(&["create", "deployment", "d", "--image=x"]);
+    assert!(!out.status.success());
+}

@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod status;
 mod table;
@@ -177,7 +178,7 @@ fn decode_object(headers: &HeaderMap, b: &[u8]) -> Result<Value, ApiError> {
         serde_yaml::from_slice(b)
             .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: {e}")))?
     } else if ct.contains("protobuf") {
-        return Err(ApiError::UnsupportedMediaType);
+        protobuf::decode(b).map_err(ApiError::BadRequest)?
     } else {
         serde_json::from_slice(b).map_err(|e| {
             ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))

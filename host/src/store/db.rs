@@ -17,6 +17,7 @@ use super::watch::{Event, WatchHub};
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
+const CACHE_BYTES: usize = 32 << 20;
 
 /// One mutation inside a batch.
 pub(crate) enum Op {
@@ -37,7 +38,12 @@ pub(crate) struct Batch {
 pub(crate) type Rows = Vec<(String, Bytes)>;
 
 pub(crate) fn open(path: &Path) -> Result<(Database, Rows, u64), StoreError> {
-    let db = Database::create(path).map_err(|e| StoreError::Db(e.to_string()))?;
+    // Objects are served from memory; redb is read only at start, so its page cache stays small
+    // (its default is 1 GiB).
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| StoreError::Db(e.to_string()))?;
     let txn = db.begin_write().map_err(db_err)?;
     {
         txn.open_table(OBJECTS).map_err(db_err)?;
