@@ -7,5 +7,14 @@ cd "$(dirname "$0")/.."
 cargo build --release --workspace --all-targets
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
 SWITCHYARD_BIN="$PWD/target/release/switchyard" KUBECTL="$PWD/.tools/bin/kubectl" \
-  cargo test --release --workspace
+  cargo test --release --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one summary per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "switchyard: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

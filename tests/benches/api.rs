@@ -47,7 +47,7 @@ async fn main() {
     let services = env("SERVICES", 10_000);
     let pods = env("PODS", 100_000);
     let probes = env("PROBES", 200);
-    let g = Gateway::start().expect("gateway starts");
+    let mut g = Gateway::start().expect("gateway starts");
     let client =
         Client::try_from(Config::new(format!("http://{}", g.api).parse().unwrap())).unwrap();
     let pp = PostParams::default();
@@ -180,6 +180,32 @@ async fn main() {
     }
     lat.sort_by(|a, b| a.total_cmp(b));
 
+    // kill -9 and restart on the same data: recovery time and steady-state memory.
+    let t = Instant::now();
+    g.kill9_and_restart().expect("restart");
+    let ready_after = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut recovered = false;
+    while t.elapsed() < Duration::from_secs(300) {
+        let (_, m) = http("GET", &g.admin, "/metrics", "text/plain", b"").unwrap();
+        let n: usize = m
+            .lines()
+            .find(|l| l.starts_with("switchyard_snapshot_endpoints "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        if n >= want {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "snapshot not rebuilt within 300 s of the restart"
+    );
+    let recover_secs = ready_after + t.elapsed().as_secs_f64();
+    let rss_restarted = rss_mib(g.pid());
+
     println!(
         "switchyard API benchmark ({} cores)",
         std::thread::available_parallelism()
@@ -202,7 +228,12 @@ async fn main() {
         pods as f64 / ready_secs
     );
     println!("snapshot converged {converge_secs:.2} s after the last status write");
-    println!("memory (VmRSS):    {rss_idle:.0} MiB idle, {rss_loaded:.0} MiB loaded");
+    println!(
+        "memory (VmRSS):    {rss_idle:.0} MiB idle, {rss_loaded:.0} MiB after the load, {rss_restarted:.0} MiB after kill -9 + restart"
+    );
+    println!(
+        "restart:           /readyz after {ready_after:.2} s, full snapshot after {recover_secs:.2} s"
+    );
     println!(
         "readiness -> snapshot over {} probes: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lat.len(),

@@ -280,12 +280,13 @@ pub async fn run(reg: Arc<Registry>, metrics: Arc<Metrics>) {
                 tracing::warn!("endpoints controller fell behind the watch history; resyncing");
                 break;
             }
-            let plans: Vec<Plan> = std::mem::take(&mut state.dirty)
-                .iter()
-                .map(|k| state.plan(&reg, k))
-                .collect();
-            futures::stream::iter(plans)
-                .for_each_concurrent(CONCURRENCY, |p| execute(&reg, &metrics, p))
+            // Plans are made as writes are started, so at most CONCURRENCY exist at once.
+            let dirty = std::mem::take(&mut state.dirty);
+            let state = &state;
+            futures::stream::iter(dirty.iter())
+                .for_each_concurrent(CONCURRENCY, |k| {
+                    execute(&reg, &metrics, state.plan(&reg, k))
+                })
                 .await;
         }
     }

@@ -251,7 +251,7 @@ impl Txn<'_> {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
-        let raw = Bytes::from(serde_json::to_vec(obj).expect("JSON values serialize"));
+        let raw = compact(obj);
         let stored = Stored {
             raw: raw.clone(),
             rv,
@@ -300,7 +300,7 @@ impl Txn<'_> {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
         let gone = Stored {
-            raw: Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
+            raw: compact(&value),
             rv,
             labels: old.labels.clone(),
         };
@@ -333,6 +333,13 @@ impl Txn<'_> {
         }
         self.state.revision = self.start_revision;
     }
+}
+
+/// JSON bytes without the slack serde's buffer growth leaves (objects live long in memory).
+fn compact(v: &Value) -> Bytes {
+    let mut buf = serde_json::to_vec(v).expect("JSON values serialize");
+    buf.shrink_to_fit();
+    Bytes::from(buf)
 }
 
 fn storage_key(resource: &str, namespace: &str, name: &str) -> String {
