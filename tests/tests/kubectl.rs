@@ -399,6 +399,36 @@ fn raw_http_errors_are_kubernetes_statuses() {
     )
     .unwrap();
     assert_eq!(code, 201, "YAML bodies accepted: {body}");
+    // Patches that break the object are refused and leave it as it was.
+    let item = format!("{svc_path}/from-yaml");
+    for (ct, body) in [
+        (
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"","value":5}]"#,
+        ),
+        (
+            "application/json-patch+json",
+            r#"[{"op":"remove","path":"/nope"}]"#,
+        ),
+        (
+            "application/merge-patch+json",
+            r#"{"metadata":{"name":"renamed"}}"#,
+        ),
+        (
+            "application/strategic-merge-patch+json",
+            r#"{"spec":{"ports":[{"targetPort":1}]}}"#,
+        ),
+        (
+            "application/strategic-merge-patch+json",
+            r#"{"spec":{"ports":[{"port":0}]}}"#,
+        ),
+        ("text/plain", "x"),
+    ] {
+        let (code, out) = http("PATCH", &g.api, &item, ct, body.as_bytes()).unwrap();
+        assert!((400..500).contains(&code), "{ct} {body}: {code} {out}");
+    }
+    let (code, _) = http("GET", &g.api, &item, "", b"").unwrap();
+    assert_eq!(code, 200);
     // resourceVersion conflicts are 409.
     let (_, cur) = http("GET", &g.api, &format!("{svc_path}/from-yaml"), "", b"").unwrap();
     let stale = cur.replace(r#""resourceVersion":""#, r#""resourceVersion":"1"#);

@@ -7,6 +7,8 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+#[cfg(test)]
+mod robustness;
 pub mod status;
 mod table;
 mod watch;
