@@ -659,3 +659,37 @@ fn typed_kubectl_commands_send_protobuf_and_work() {
     let out = g.kubectl(&["create", "deployment", "d", "--image=x"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn kubectl_get_watch_prints_table_rows() {
+    use std::process::{Command, Stdio};
+    let g = Gateway::start().unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut watch = Command::new(switchyard_e2e::kubectl_path())
+        .args(["--server", &format!("http://{}", g.api), "get", "svc", "-w"])
+        .env("KUBECONFIG", "/dev/null")
+        .stdout(Stdio::from(out.reopen().unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(5), "watch started", || {
+        std::fs::read_to_string(out.path())
+            .ok()
+            .filter(|s| s.contains("kubernetes"))
+    })
+    .unwrap();
+    g.ok(&["create", "service", "nodeport", "late", "--tcp=80:8080"]);
+    let text = wait_for(Duration::from_secs(5), "the new row", || {
+        std::fs::read_to_string(out.path())
+            .ok()
+            .filter(|s| s.contains("late"))
+    })
+    .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let row = text.lines().find(|l| l.starts_with("late")).unwrap();
+    assert!(
+        row.contains("NodePort") && row.contains("80:3"),
+        "watch rows carry the table columns: {text}"
+    );
+}

@@ -235,7 +235,7 @@ async fn handle(
     let opts = write_opts(q);
     match (method.clone(), t.name.as_deref()) {
         (Method::GET, None) if q.get("watch").is_some_and(|v| v == "true" || v == "1") => {
-            watch::serve(reg.clone(), res, t.ns.clone(), q).await
+            watch::serve(reg.clone(), res, t.ns.clone(), q, table::wanted(headers)).await
         }
         (Method::GET, None) => list(s, res, &t.ns, q, headers),
         (Method::GET, Some(name)) => {

@@ -45,6 +45,7 @@ pub async fn serve(
     res: &'static Resource,
     ns: String,
     q: &HashMap<String, String>,
+    table: bool,
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_query(q)?;
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
@@ -88,6 +89,8 @@ pub async fn serve(
         filter,
         last: from,
         kind: res.kind,
+        table,
+        columns_sent: false,
     };
     tokio::spawn(state.run(initial, backlog, rx, tx, bookmarks, timeout));
     let stream = futures::stream::unfold(out_rx, |mut rx| async move {
@@ -107,6 +110,9 @@ struct WatchState {
     filter: Filter,
     last: u64,
     kind: &'static str,
+    /// `Accept: ...;as=Table`: each event's object is a one-row Table, as `kubectl get -w` asks.
+    table: bool,
+    columns_sent: bool,
 }
 
 impl WatchState {
@@ -126,14 +132,28 @@ impl WatchState {
             .old_labels
             .as_ref()
             .is_some_and(|l| self.filter.matches_labels(l, &ev.object));
-        match (ev.kind, now, before) {
-            (EventKind::Deleted, true, _) => Some(line("DELETED", &ev.object.raw)),
-            (EventKind::Added, true, _) => Some(line("ADDED", &ev.object.raw)),
-            (EventKind::Modified, true, true) => Some(line("MODIFIED", &ev.object.raw)),
-            (EventKind::Modified, true, false) => Some(line("ADDED", &ev.object.raw)),
-            (EventKind::Modified, false, true) => Some(line("DELETED", &ev.object.raw)),
-            _ => None,
+        let kind = match (ev.kind, now, before) {
+            (EventKind::Deleted, true, _) => "DELETED",
+            (EventKind::Added, true, _) => "ADDED",
+            (EventKind::Modified, true, true) => "MODIFIED",
+            (EventKind::Modified, true, false) => "ADDED",
+            (EventKind::Modified, false, true) => "DELETED",
+            _ => return None,
+        };
+        Some(self.event(kind, &ev.object))
+    }
+
+    /// One event line, the object as stored or as a Table row.
+    fn event(&mut self, kind: &str, obj: &Stored) -> Bytes {
+        if !self.table {
+            return line(kind, &obj.raw);
         }
+        let mut t = super::table::render(self.res, &[obj.value()], None);
+        if self.columns_sent {
+            t["columnDefinitions"] = serde_json::json!([]);
+        }
+        self.columns_sent = true;
+        line(kind, &serde_json::to_vec(&t).expect("serializes"))
     }
 
     fn bookmark(&self) -> Bytes {
@@ -151,7 +171,7 @@ impl WatchState {
         timeout: Duration,
     ) {
         for s in initial {
-            if tx.send(line("ADDED", &s.raw)).await.is_err() {
+            if tx.send(self.event("ADDED", &s)).await.is_err() {
                 return;
             }
         }
