@@ -35,6 +35,24 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Polls `/metrics` (bounded: 300 s) until the snapshot holds `want` endpoint entries.
+async fn snapshot_reaches(g: &Gateway, want: usize) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(300) {
+        let (_, m) = http("GET", &g.admin, "/metrics", "text/plain", b"").unwrap();
+        let n: usize = m
+            .lines()
+            .find(|l| l.starts_with("switchyard_snapshot_endpoints "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        if n >= want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 const NAMESPACES: usize = 10;
 const CONCURRENCY: usize = 64;
 
@@ -123,20 +141,7 @@ async fn main() {
     // Wait (bounded) until the snapshot holds every endpoint, then let the system go quiet.
     let want = pods * 2; // two ports per Service
     let t = Instant::now();
-    let mut settled = false;
-    while t.elapsed() < Duration::from_secs(300) {
-        let (_, m) = http("GET", &g.admin, "/metrics", "text/plain", b"").unwrap();
-        let n: usize = m
-            .lines()
-            .find(|l| l.starts_with("switchyard_snapshot_endpoints "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        if n >= want {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let settled = snapshot_reaches(&g, want).await;
     let converge_secs = t.elapsed().as_secs_f64();
     assert!(
         settled,
@@ -185,20 +190,7 @@ async fn main() {
     g.kill9_and_restart().expect("restart");
     let ready_after = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut recovered = false;
-    while t.elapsed() < Duration::from_secs(300) {
-        let (_, m) = http("GET", &g.admin, "/metrics", "text/plain", b"").unwrap();
-        let n: usize = m
-            .lines()
-            .find(|l| l.starts_with("switchyard_snapshot_endpoints "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
-        if n >= want {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let recovered = snapshot_reaches(&g, want).await;
     assert!(
         recovered,
         "snapshot not rebuilt within 300 s of the restart"
