@@ -43,7 +43,12 @@ pub(crate) fn open(path: &Path) -> Result<(Database, Rows, u64), StoreError> {
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)
-        .map_err(|e| StoreError::Db(e.to_string()))?;
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => StoreError::Db(other.to_string()),
+        })?;
     let txn = db.begin_write().map_err(db_err)?;
     {
         txn.open_table(OBJECTS).map_err(db_err)?;

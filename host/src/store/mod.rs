@@ -26,6 +26,8 @@ const HISTORY: usize = 32_768;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(String),
+    #[error("{0} is in use by another process (is another switchyard serving this --data-dir?)")]
+    Locked(String),
     #[error("stored object {key} is not valid JSON: {error}")]
     Corrupt { key: String, error: String },
 }
@@ -424,6 +426,18 @@ mod tests {
             })
             .unwrap();
         d.wait().await;
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(&dir);
+        let second = Store::open(&dir.path().join("db.redb"), &["services"]);
+        assert!(
+            matches!(second, Err(StoreError::Locked(_))),
+            "{:?}",
+            second.err()
+        );
     }
 
     #[test]
