@@ -326,16 +326,17 @@ fn list(
     let (items, rv) = s.registry.store.list(res.store_key(), scope);
     let items: Vec<_> = items
         .into_iter()
-        .filter(|(_, o)| filter.matches(o))
+        .map(|(_, _, o)| o)
+        .filter(|o| filter.matches(o))
         .collect();
     if table::wanted(headers) {
-        let values: Vec<Value> = items.iter().map(|(_, o)| o.value()).collect();
+        let values: Vec<Value> = items.iter().map(|o| o.value()).collect();
         return Ok(json(&table::render(res, &values, Some(rv))));
     }
     let mut out =
-        BytesMut::with_capacity(64 + items.iter().map(|(_, o)| o.raw.len() + 1).sum::<usize>());
+        BytesMut::with_capacity(64 + items.iter().map(|o| o.raw.len() + 1).sum::<usize>());
     out.put_slice(format!(r#"{{"kind":"{}List","apiVersion":"{}","metadata":{{"resourceVersion":"{rv}"}},"items":["#, res.kind, res.api_version()).as_bytes());
-    for (i, (_, o)) in items.iter().enumerate() {
+    for (i, o) in items.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }

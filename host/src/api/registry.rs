@@ -103,7 +103,7 @@ impl Registry {
             node_ports: PortPool::new(config.node_ports.0, config.node_ports.1),
             lb_ips: IpPool::new(config.lb_pool),
         };
-        for (_, s) in store.list("services", None).0 {
+        for (_, _, s) in store.list("services", None).0 {
             let svc: Service = serde_json::from_slice(&s.raw)?;
             service::claim_existing(&svc, &mut allocs);
         }
@@ -545,6 +545,8 @@ impl Registry {
             }
             x
         };
+        // Canonical once: compared with what is stored, and written as is.
+        let canon = res.canonicalize(&v).map_err(ApiError::BadRequest)?;
         // Bounded: a create can lose a race to another writer at most a few times.
         for _ in 0..3 {
             let result = match self.store.get(res.store_key(), ns, &name) {
@@ -553,11 +555,10 @@ impl Registry {
                     .await
                     .map(|_| ()),
                 Some(cur) => {
-                    let canon = res.canonicalize(&v).map_err(ApiError::BadRequest)?;
-                    if strip(canon) == strip(cur.value()) {
+                    if strip(canon.clone()) == strip(cur.value()) {
                         return Ok(());
                     }
-                    let desired = v.clone();
+                    let desired = canon.clone();
                     self.replace(res, ns, &name, None, WriteOpts::default(), |_| Ok(desired))
                         .await
                         .map(|_| ())
@@ -587,11 +588,9 @@ impl Registry {
 
 fn delete_namespace_contents(t: &mut Txn<'_>, ns: &str, allocs: &mut Allocators) {
     for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-        for (_, s) in t.list(r.store_key(), Some(ns)) {
-            let v = s.value();
-            let name = meta_str(&v, "name").unwrap_or("").to_string();
+        for (_, name, s) in t.list(r.store_key(), Some(ns)) {
             if r.plural == "services"
-                && let Ok(svc) = serde_json::from_value::<Service>(v)
+                && let Ok(svc) = serde_json::from_slice::<Service>(&s.raw)
             {
                 service::release(&svc, allocs);
             }

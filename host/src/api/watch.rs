@@ -64,7 +64,7 @@ pub async fn serve(
             let (items, rv) = reg.store.list(res.store_key(), scope.as_deref());
             initial = items
                 .into_iter()
-                .map(|(_, s)| s)
+                .map(|(_, _, s)| s)
                 .filter(|s| filter.matches(s))
                 .collect::<Vec<Stored>>();
             rv

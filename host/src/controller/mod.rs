@@ -230,15 +230,7 @@ pub async fn run(reg: Arc<Registry>, metrics: Arc<Metrics>) {
         let from = reg.store.revision();
         let mut state = State::default();
         for res in ["services", "pods", "endpointslices"] {
-            for (ns, s) in reg.store.list(res, None).0 {
-                let name = serde_json::from_slice::<Value>(&s.raw)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .map(String::from)
-                    })
-                    .unwrap_or_default();
+            for (ns, name, s) in reg.store.list(res, None).0 {
                 let resource = by_plural(res).store_key();
                 state.apply(&Event {
                     kind: EventKind::Added,

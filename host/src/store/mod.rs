@@ -144,7 +144,7 @@ impl Store {
     }
 
     /// Every object of `resource` (in `namespace` if given), with the store revision.
-    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<(String, Stored)>, u64) {
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Listed>, u64) {
         let state = self.state.read();
         let out = state
             .objects
@@ -201,16 +201,18 @@ impl Store {
     }
 }
 
-fn collect(m: &Objects, namespace: Option<&str>) -> Vec<(String, Stored)> {
+/// One listed object: namespace, name and the stored object.
+pub type Listed = (String, String, Stored);
+
+fn collect(m: &Objects, namespace: Option<&str>) -> Vec<Listed> {
+    let entry =
+        |((ns, name), s): (&(String, String), &Stored)| (ns.clone(), name.clone(), s.clone());
     match namespace {
-        None => m
-            .iter()
-            .map(|((ns, _), s)| (ns.clone(), s.clone()))
-            .collect(),
+        None => m.iter().map(entry).collect(),
         Some(ns) => m
             .range((ns.to_string(), String::new())..)
             .take_while(|((n, _), _)| n == ns)
-            .map(|((n, _), s)| (n.clone(), s.clone()))
+            .map(entry)
             .collect(),
     }
 }
@@ -232,7 +234,7 @@ impl Txn<'_> {
             .get(&(namespace.to_string(), name.to_string()))
     }
 
-    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<(String, Stored)> {
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<Listed> {
         self.state
             .objects
             .get(resource)
