@@ -24,17 +24,21 @@ fn svc(name: &str, labels: serde_json::Value) -> Service {
     .unwrap()
 }
 
-#[tokio::test]
-async fn watch_streams_added_modified_deleted_in_order() {
-    let g = Gateway::start().unwrap();
-    let api: Api<Service> = Api::namespaced(client(&g), "default");
-    let start = api
-        .list(&ListParams::default())
+/// The collection's current resourceVersion, from a list.
+async fn current_rv(api: &Api<Service>) -> String {
+    api.list(&ListParams::default())
         .await
         .unwrap()
         .metadata
         .resource_version
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn watch_streams_added_modified_deleted_in_order() {
+    let g = Gateway::start().unwrap();
+    let api: Api<Service> = Api::namespaced(client(&g), "default");
+    let start = current_rv(&api).await;
     let mut stream = api
         .watch(
             &WatchParams::default().labels("app=web").timeout(30),
@@ -148,13 +152,7 @@ async fn bookmarks_arrive_and_old_versions_are_gone_after_restart() {
         Err(e) => panic!("expected 410 Gone, got {e:?}"),
     }
     // A watch from the current version works after the restart.
-    let now = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let now = current_rv(&api).await;
     assert!(now.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap());
     assert!(
         api.watch(&WatchParams::default().timeout(1), &now)
