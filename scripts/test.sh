@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-test-deps.sh
 cargo build --release --workspace --all-targets
+# The test and example plugins, as components, next to the built-ins host/build.rs made.
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_LTO=true \
+CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_OPT_LEVEL=3 \
+  cargo build --release --target wasm32-wasip2 --target-dir target/wasm-plugins \
+    -p my-balancer -p test-plugin-misbehave -p test-plugin-future-major -p test-plugin-other-world
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 log=$(mktemp)

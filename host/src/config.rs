@@ -24,8 +24,38 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (embedded Kubernetes API by default, or watch a real cluster).
     Serve(Box<ServeArgs>),
+    /// Load, list or remove plugins of a running gateway (through its admin listener).
+    Plugin(PluginArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug)]
+pub struct PluginArgs {
+    /// The gateway's admin listener
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9901",
+        global = true
+    )]
+    pub admin: SocketAddr,
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Compile a component and swap it in under NAME (replacing any plugin of that name)
+    Load { name: String, file: PathBuf },
+    /// Show loaded plugins: hooks, hash, source, load time, calls and errors
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unload a plugin loaded through the admin API or a file
+    Remove { name: String },
 }
 
 /// An inclusive port range written `A-B`.
@@ -95,6 +125,23 @@ pub struct ServeArgs {
     /// Cluster DNS domain [default: cluster.local]
     #[arg(long, value_name = "D")]
     pub cluster_domain: Option<String>,
+    /// Deadline of one plugin call (pick, policy, DNS shaping), in microseconds [default: 500]
+    #[arg(long, value_name = "US")]
+    pub plugin_timeout_us: Option<u64>,
+    /// Where compiled plugins are cached, keyed by content hash [default: DATA_DIR/plugin-cache]
+    #[arg(long, value_name = "DIR")]
+    pub plugin_cache: Option<PathBuf>,
+    /// Linear memory cap of one plugin instance, in MiB [default: 16]
+    #[arg(long, value_name = "MIB")]
+    pub plugin_memory_mib: Option<usize>,
+    /// Load a plugin from a file and reload it whenever the file changes (repeatable);
+    /// in the YAML file: `plugins: {NAME: PATH}`, paths relative to the file
+    #[arg(long = "plugin", value_name = "NAME=PATH")]
+    #[serde(skip)]
+    pub plugin: Vec<String>,
+    #[arg(skip)]
+    #[serde(default)]
+    pub plugins: std::collections::BTreeMap<String, PathBuf>,
     /// YAML file with any of these settings (kebab-case keys); flags win over it
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -122,6 +169,11 @@ pub struct Settings {
     pub node_ports: PortRange,
     pub lb_pool: Ipv4Net,
     pub cluster_domain: String,
+    pub plugin_timeout: std::time::Duration,
+    pub plugin_memory_bytes: usize,
+    pub plugin_cache: PathBuf,
+    /// Plugins loaded from files and watched: (name, path).
+    pub plugin_files: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,9 +224,37 @@ impl ServeArgs {
                 node_ip,
                 node_port_range,
                 lb_pool,
-                cluster_domain
+                cluster_domain,
+                plugin_timeout_us,
+                plugin_memory_mib,
+                plugin_cache
             );
             self.in_cluster |= file.in_cluster;
+            let base = path.parent().map(PathBuf::from).unwrap_or_default();
+            for (name, p) in std::mem::take(&mut file.plugins) {
+                self.plugins.entry(name).or_insert_with(|| base.join(p));
+            }
+        }
+        for spec in std::mem::take(&mut self.plugin) {
+            let (name, path) = spec.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--plugin {spec:?}: write NAME=PATH"))
+            })?;
+            self.plugins
+                .insert(name.trim().to_string(), PathBuf::from(path.trim()));
+        }
+        let plugin_timeout =
+            std::time::Duration::from_micros(self.plugin_timeout_us.unwrap_or(500));
+        if plugin_timeout < std::time::Duration::from_micros(200) {
+            return Err(ConfigError::Invalid(
+                "--plugin-timeout-us must be at least 200 (the deadline clock ticks every 100 us)"
+                    .into(),
+            ));
+        }
+        let plugin_memory_mib = self.plugin_memory_mib.unwrap_or(16);
+        if !(1..=4096).contains(&plugin_memory_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "--plugin-memory-mib {plugin_memory_mib}: use 1 to 4096"
+            )));
         }
         let source = match (self.kubeconfig, self.in_cluster) {
             (Some(_), true) => {
@@ -204,8 +284,12 @@ impl ServeArgs {
                 "--cluster-domain {cluster_domain:?} is not a DNS name"
             )));
         }
+        let data_dir: PathBuf = self.data_dir.unwrap_or_else(|| "./switchyard-data".into());
         Ok(Settings {
-            data_dir: self.data_dir.unwrap_or_else(|| "./switchyard-data".into()),
+            plugin_cache: self
+                .plugin_cache
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
+            data_dir,
             api_listen: self
                 .api_listen
                 .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("valid")),
@@ -223,6 +307,9 @@ impl ServeArgs {
                 .lb_pool
                 .unwrap_or_else(|| "127.200.0.0/24".parse().expect("valid")),
             cluster_domain,
+            plugin_timeout,
+            plugin_memory_bytes: plugin_memory_mib << 20,
+            plugin_files: self.plugins.into_iter().collect(),
         })
     }
 }
@@ -257,6 +344,32 @@ mod tests {
     }
 
     #[test]
+    fn plugin_files_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "plugins:\n  mine: plugins/mine.wasm\nplugin-timeout-us: 800\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(path),
+            plugin: vec!["other=/tmp/o.wasm".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.plugin_timeout.as_micros(), 800);
+        assert_eq!(
+            s.plugin_files,
+            [
+                ("mine".to_string(), dir.path().join("plugins/mine.wasm")),
+                ("other".to_string(), PathBuf::from("/tmp/o.wasm"))
+            ]
+        );
+    }
+
+    #[test]
     fn bad_config_is_reported_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
@@ -269,6 +382,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("c.yaml") && err.contains("api-lisen"), "{err}");
+        let bad = ServeArgs {
+            plugin: vec!["nameonly".into()],
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("NAME=PATH"));
         assert!("40000-30000".parse::<PortRange>().is_err());
     }
 }

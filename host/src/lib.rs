@@ -8,6 +8,8 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod metrics;
+pub mod plugin;
+pub mod plugin_cli;
 pub mod resources;
 pub mod selector;
 pub mod serve;

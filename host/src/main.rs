@@ -10,6 +10,10 @@ fn main() -> anyhow::Result<()> {
             println!("switchyard {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Plugin(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(switchyard::plugin_cli::run(args)),
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub snapshot_build_seconds: Histogram,
     pub controller_writes: Counter,
     pub controller_errors: Counter,
+    pub plugins: std::sync::Arc<crate::plugin::metrics::PluginMetrics>,
 }
 
 impl Default for Metrics {
@@ -77,7 +78,10 @@ impl Metrics {
             "Endpoints controller writes that failed",
             controller_errors.clone(),
         );
+        let plugins = std::sync::Arc::new(crate::plugin::metrics::PluginMetrics::default());
+        plugins.register(&mut registry);
         Metrics {
+            plugins,
             registry,
             api_requests,
             snapshot_services,

@@ -14,6 +14,7 @@ use crate::api::registry::{Registry, RegistryConfig};
 use crate::api::{self, ApiState};
 use crate::config::{Settings, Source};
 use crate::metrics::Metrics;
+use crate::plugin::{self, Limits, Plugins};
 use crate::snapshot::Snapshot;
 use crate::{admin, controller, watcher};
 
@@ -28,11 +29,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let ready = Arc::new(AtomicBool::new(false));
 
+    // Also when watching a cluster: the data dir holds stored plugins and the compile cache.
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let plugins = Arc::new(
+        Plugins::new(
+            Some(settings.data_dir.join("plugins")),
+            Some(settings.plugin_cache.clone()),
+            Limits::new(settings.plugin_timeout, settings.plugin_memory_bytes),
+            metrics.plugins.clone(),
+        )
+        .context("starting the plugin runtime")?,
+    );
+    let plugins_ready = Arc::new(AtomicBool::new(false));
     let admin_listener = bind(settings.admin_listen, "admin").await?;
     let admin = admin::router(admin::AdminState {
         snapshot: snapshot.clone(),
         ready: ready.clone(),
         metrics: metrics.clone(),
+        plugins: plugins.clone(),
+        plugins_ready: plugins_ready.clone(),
     });
     tokio::spawn(async move { axum::serve(admin_listener, admin).await });
 
@@ -90,6 +106,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )?,
     };
     tokio::spawn(watcher::run(client, snapshot, ready, metrics));
+    // Built-ins first, then what the admin API stored, then files: a later source may
+    // replace an earlier one of the same name.
+    let files = settings.plugin_files.clone();
+    let _file_watch = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let n = plugins.load_builtins();
+        plugins.load_stored();
+        let watch = plugin::files::watch(plugins.clone(), files);
+        plugins_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            builtins = n,
+            ms = started.elapsed().as_millis() as u64,
+            "plugins ready"
+        );
+        watch
+    })
+    .await?
+    .context("watching plugin files")?;
     tracing::info!(admin = %settings.admin_listen, "switchyard running");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -50,6 +50,9 @@ pub enum ServiceType {
 /// One backend address of one port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EndpointView {
+    /// Stable while the endpoint exists (derived from its address and port): the id plugins
+    /// see and return.
+    pub id: u32,
     pub addr: IpAddr,
     pub port: u16,
     pub ready: bool,
@@ -113,8 +116,66 @@ pub struct ServiceView {
     pub load_balancer_source_ranges: Vec<ipnet::IpNet>,
     /// The `switchyard.io/*` annotations (plugins, modes, TLS).
     pub annotations: BTreeMap<String, String>,
+    /// The plugins those annotations name.
+    pub plugins: PluginRefs,
     pub ports: Vec<PortView>,
     pub resource_version: String,
+}
+
+/// Which plugin runs a hook for a Service, and its config (annotations
+/// `switchyard.io/{hook}` and `switchyard.io/{hook}-config`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginRef {
+    pub name: Arc<str>,
+    pub config: Arc<str>,
+}
+
+/// The plugins a Service names; `None` means the native default (round-robin, allow,
+/// unshaped answers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PluginRefs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<PluginRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PluginRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<PluginRef>,
+}
+
+impl PluginRefs {
+    fn from_annotations(a: &BTreeMap<String, String>) -> Self {
+        let one = |hook: &str| {
+            let name = a.get(&format!("switchyard.io/{hook}"))?.trim();
+            (!name.is_empty()).then(|| PluginRef {
+                name: Arc::from(name),
+                config: Arc::from(
+                    a.get(&format!("switchyard.io/{hook}-config"))
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                ),
+            })
+        };
+        PluginRefs {
+            balancer: one("balancer"),
+            policy: one("policy"),
+            dns: one("dns"),
+        }
+    }
+}
+
+/// Gives each endpoint (sorted, deduplicated) an id from a hash of its address and port,
+/// probing past collisions, so ids survive other endpoints coming and going.
+fn assign_ids(endpoints: &mut [EndpointView]) {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let mut used = std::collections::HashSet::with_capacity(endpoints.len());
+    for e in endpoints.iter_mut() {
+        let mut id =
+            BuildHasherDefault::<DefaultHasher>::default().hash_one((e.addr, e.port)) as u32;
+        while !used.insert(id) {
+            id = id.wrapping_add(1);
+        }
+        e.id = id;
+    }
 }
 
 fn ips(v: Option<&Vec<String>>) -> Vec<IpAddr> {
@@ -178,6 +239,7 @@ impl ServiceView {
                         for a in &ep.addresses {
                             let Ok(addr) = a.parse() else { continue };
                             endpoints.push(EndpointView {
+                                id: 0,
                                 addr,
                                 port: port as u16,
                                 ready,
@@ -193,6 +255,7 @@ impl ServiceView {
                 }
                 endpoints.sort_by_key(|e| (e.addr, e.port));
                 endpoints.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+                assign_ids(&mut endpoints);
                 PortView {
                     name,
                     port: sp.port as u16,
@@ -208,7 +271,17 @@ impl ServiceView {
                 }
             })
             .collect();
+        let annotations: BTreeMap<String, String> = svc
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("switchyard.io/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         ServiceView {
+            plugins: PluginRefs::from_annotations(&annotations),
+            annotations,
             namespace: svc.metadata.namespace.clone().unwrap_or_default(),
             name: svc.metadata.name.clone().unwrap_or_default(),
             type_,
@@ -236,14 +309,6 @@ impl ServiceView {
                 .iter()
                 .flatten()
                 .filter_map(|r| r.trim().parse().ok())
-                .collect(),
-            annotations: svc
-                .metadata
-                .annotations
-                .iter()
-                .flatten()
-                .filter(|(k, _)| k.starts_with("switchyard.io/"))
-                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ports,
             resource_version: svc.metadata.resource_version.clone().unwrap_or_default(),
@@ -383,6 +448,7 @@ mod tests {
             app_protocol: None,
             target_port: "80".into(),
             endpoints: vec![EndpointView {
+                id: 1,
                 addr: "127.0.0.1".parse().unwrap(),
                 port: 80,
                 ready: false,

@@ -46,12 +46,19 @@
 //! CIDRs), [`maglev`] (Maglev lookup tables), [`hash`] (hashing and jump consistent hashing),
 //! [`bucket`] (token buckets) and [`ewma`] (moving averages).
 
+extern crate self as switchyard_sdk;
+
 pub mod bucket;
+pub mod dns;
 pub mod ewma;
 pub mod hash;
+pub mod host;
 pub mod maglev;
 pub mod net;
+pub mod policy;
 pub mod testing;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use net::Ip;
 
@@ -117,6 +124,19 @@ pub struct Outcome {
     pub success: bool,
 }
 
+/// The endpoints to send new traffic to, by the EndpointSlice rule kube-proxy follows: the
+/// ready ones, or, when none is ready, the ones that are serving while terminating.
+pub fn usable(endpoints: &[Endpoint]) -> impl Iterator<Item = &Endpoint> {
+    let any_ready = endpoints.iter().any(|e| e.ready);
+    endpoints.iter().filter(move |e| {
+        if any_ready {
+            e.ready
+        } else {
+            e.serving && e.terminating
+        }
+    })
+}
+
 /// The balancer hook. One instance serves one Service port.
 pub trait Balancer {
     /// Called once with the Service's `switchyard.io/balancer-config` JSON (empty if unset).
@@ -137,4 +157,64 @@ pub trait Balancer {
     fn feedback(&mut self, endpoint: u32, outcome: Outcome) {
         let _ = (endpoint, outcome);
     }
+
+    /// State to carry over to the next version of this plugin on a hot swap (for example
+    /// EWMA tables). The new version gets it in [`Balancer::restore`] before its first pick.
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Takes back what the previous version's [`Balancer::snapshot`] returned.
+    fn restore(&mut self, data: &[u8]) {
+        let _ = data;
+    }
+}
+
+/// Exports a [`Balancer`] as the plugin's `balancer` hook. The type must implement
+/// `Default`; one value is created per instance (the gateway runs one instance per Service
+/// port and worker thread). Expands to nothing outside `wasm32`, so the same crate builds
+/// natively for `cargo test`.
+#[macro_export]
+macro_rules! export_balancer {
+    ($plugin:ty) => {
+        $crate::__export_hook!($plugin, BalancerExport, balancer);
+    };
+}
+
+/// Exports a [`policy::Policy`] as the plugin's `policy` hook; see [`export_balancer!`].
+#[macro_export]
+macro_rules! export_policy {
+    ($plugin:ty) => {
+        $crate::__export_hook!($plugin, PolicyExport, policy);
+    };
+}
+
+/// Exports a [`dns::DnsShaper`] as the plugin's `dns` hook; see [`export_balancer!`].
+#[macro_export]
+macro_rules! export_dns {
+    ($plugin:ty) => {
+        $crate::__export_hook!($plugin, DnsExport, dns);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    ($plugin:ty, $export:ident, $world:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::core::cell::RefCell<$plugin> =
+                    ::core::cell::RefCell::new(<$plugin as ::core::default::Default>::default());
+            }
+            struct Export;
+            impl $crate::wasm::$export for Export {
+                type Plugin = $plugin;
+                fn with<R>(f: impl FnOnce(&mut $plugin) -> R) -> R {
+                    PLUGIN.with(|p| f(&mut *p.borrow_mut()))
+                }
+            }
+    $crate::wasm::$world::export!(Export with_types_in $crate::wasm::$world);
+        };
+    };
 }

@@ -8,6 +8,30 @@ use crate::hash::{hash64, mix};
 /// The paper's default table size (a prime); use a prime over 100x the backend count.
 pub const DEFAULT_SIZE: usize = 65_537;
 
+/// Primes to size tables from: the first one at least 100x the backend count (as the paper
+/// advises) is used, up to [`DEFAULT_SIZE`] and beyond for very large sets.
+const PRIMES: [usize; 11] = [
+    1_009, 2_039, 4_093, 8_191, 16_381, 32_749, 65_537, 131_071, 262_139, 524_287, 1_048_573,
+];
+
+/// A table size for `backends` backends: a prime at least 100 times larger (min 1,009).
+pub fn size_for(backends: usize) -> usize {
+    let want = backends.saturating_mul(100);
+    PRIMES
+        .iter()
+        .copied()
+        .find(|p| *p >= want)
+        .unwrap_or(PRIMES[PRIMES.len() - 1])
+}
+
+/// Whether `n` is prime (table sizes must be).
+pub fn is_prime(n: usize) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
 /// A built lookup table from slots to backend ids.
 #[derive(Clone, Debug, Default)]
 pub struct Maglev {

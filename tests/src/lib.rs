@@ -32,6 +32,35 @@ pub fn kubectl_path() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".tools/bin/kubectl"))
 }
 
+/// A plugin component built for the tests: the built-ins (by `host/build.rs`) and the test
+/// and example plugins (by `scripts/test.sh`), e.g. `wasm("maglev")`.
+pub fn wasm(lib_name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/wasm-plugins/wasm32-wasip2/release"));
+    let p = dir.join(format!("{}.wasm", lib_name.replace('-', "_")));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test.sh builds the test plugins",
+        p.display()
+    );
+    p
+}
+
+/// Compiled plugins shared by all test gateways, so each start does not recompile them.
+pub fn plugin_cache() -> PathBuf {
+    workspace_root().join("target/test-plugin-cache")
+}
+
+/// Runs `switchyard ARGS...` (a client command such as `plugin list`) to completion.
+pub fn switchyard(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("switchyard runs")
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -149,7 +178,9 @@ impl Gateway {
                 &self.admin,
                 "--dns-listen",
                 &format!("127.0.0.1:{}", free_port()),
+                "--plugin-cache",
             ])
+            .arg(plugin_cache())
             .args(&self.extra)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

@@ -1,6 +1,9 @@
-//! The admin listener: `/healthz`, `/readyz` (API serving and watchers synced), `/metrics`
-//! (Prometheus text), `/debug/services` and `/debug/services/{ns}/{name}` (the snapshot as
-//! JSON). Reads shared state only.
+//! The admin listener: `/healthz`, `/readyz` (API serving, watchers synced, built-in plugins
+//! compiled), `/metrics` (Prometheus text), `/debug/services` and `/debug/services/{ns}/{name}`
+//! (the snapshot as JSON), and the plugin endpoints in [`plugins`]. Reads shared state; writes
+//! only through the plugin runtime.
+
+mod plugins;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +24,8 @@ pub struct AdminState {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    pub plugins: Arc<crate::plugin::Plugins>,
+    pub plugins_ready: Arc<AtomicBool>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -30,10 +35,18 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/services", get(services))
         .route("/debug/services/{ns}/{name}", get(service))
+        .merge(plugins::routes())
         .with_state(state)
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
+    if !s.plugins_ready.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: compiling the built-in plugins\n",
+        )
+            .into_response();
+    }
     if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok\n").into_response()
     } else {

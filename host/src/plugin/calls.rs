@@ -1,0 +1,346 @@
+//! The hook calls the data plane and DNS make: `pick` and `feedback` (balancer),
+//! `on_connect` and `on_request` (policy), `shape_dns` (DNS). Each finds this worker's
+//! instance through `worker`, checks the answer, and falls back to the native default
+//! (round-robin, allow, unshaped answers) when there is no plugin or the call fails.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::Plugins;
+use super::bindings::{dns, policy, types};
+use super::metrics::{ErrorKind, Hook};
+use super::worker::{BalancerHook, DnsHook, PolicyHook, Request, WORKER, classify, ip, slot};
+use crate::snapshot::{EndpointView, PortView, ServiceView};
+
+pub use dns::exports::switchyard::plugin::dns::{Answer, Question};
+pub use policy::exports::switchyard::plugin::policy::{Action, RequestHead, Verdict};
+
+/// The outcome of a pick: an index into the port's `endpoints`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub index: Option<usize>,
+    /// Whether a plugin chose it (false: the native round-robin did).
+    pub by_plugin: bool,
+}
+
+/// The native default balancer: round-robin over the usable endpoints.
+pub fn round_robin(port: &PortView, turn: usize) -> Option<usize> {
+    let any_ready = port.endpoints.iter().any(|e| e.ready);
+    let usable = |e: &EndpointView| {
+        if any_ready {
+            e.ready
+        } else {
+            e.serving && e.terminating
+        }
+    };
+    let n = port.endpoints.iter().filter(|e| usable(e)).count();
+    if n == 0 {
+        return None;
+    }
+    port.endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| usable(e))
+        .nth(turn % n)
+        .map(|(i, _)| i)
+}
+
+fn protocol(port: &PortView) -> types::Protocol {
+    use crate::snapshot::Protocol as P;
+    let http = port
+        .app_protocol
+        .as_deref()
+        .is_some_and(|a| matches!(a, "http" | "https" | "kubernetes.io/h2c"));
+    match port.protocol {
+        _ if http => types::Protocol::Http,
+        P::Tcp => types::Protocol::Tcp,
+        P::Udp => types::Protocol::Udp,
+        P::Sctp => types::Protocol::Sctp,
+    }
+}
+
+impl Plugins {
+    /// Chooses the endpoint for a new connection or request to `svc`'s port `port_index`.
+    pub fn pick(&self, svc: &Arc<ServiceView>, port_index: usize, req: &Request<'_>) -> Pick {
+        let Some(port) = svc.ports.get(port_index) else {
+            return Pick {
+                index: None,
+                by_plugin: false,
+            };
+        };
+        WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let slot = slot(&mut w.balancers, self.id, svc, port.port);
+            slot.turn = slot.turn.wrapping_add(1);
+            let fallback = Pick {
+                index: round_robin(port, slot.turn),
+                by_plugin: false,
+            };
+            let Some(r) = &svc.plugins.balancer else {
+                slot.live = None;
+                return fallback;
+            };
+            let Some(plugin) = self.current::<BalancerHook>(r, svc) else {
+                return fallback;
+            };
+            if !self.ensure::<BalancerHook>(slot, &plugin, r, svc) {
+                return fallback;
+            }
+            let live = slot.live.as_mut().expect("ensure leaves a live instance");
+            // Push the endpoint set when the Service's view changed since the last push.
+            if !std::ptr::eq(live.pushed.as_ptr(), Arc::as_ptr(svc)) {
+                let service = types::Service {
+                    namespace: svc.namespace.clone(),
+                    name: svc.name.clone(),
+                    port: port.port,
+                    protocol: protocol(port),
+                };
+                let endpoints: Vec<types::Endpoint> = port
+                    .endpoints
+                    .iter()
+                    .map(|e| types::Endpoint {
+                        id: e.id,
+                        address: ip(e.addr),
+                        port: e.port,
+                        zone: e.zone.clone(),
+                        node: e.node.clone(),
+                        ready: e.ready,
+                        serving: e.serving,
+                        terminating: e.terminating,
+                        weight: 1,
+                    })
+                    .collect();
+                live.store.set_epoch_deadline(self.limits.setup_ticks);
+                if let Err(e) = live.bindings.switchyard_plugin_balancer().call_update(
+                    &mut live.store,
+                    &service,
+                    &endpoints,
+                ) {
+                    self.failed(
+                        &r.name,
+                        Hook::balancer,
+                        classify(&e),
+                        svc,
+                        &format!("update: {e:#}"),
+                    );
+                    slot.live = None;
+                    return fallback;
+                }
+                live.ids = port
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.id, i))
+                    .collect();
+                live.ids.sort_unstable();
+                live.pushed = Arc::downgrade(svc);
+            }
+            let ctx = self.context(req, port.port, &live.headers);
+            plugin.calls(Hook::balancer).inc();
+            live.store.set_epoch_deadline(self.limits.call_ticks);
+            match live
+                .bindings
+                .switchyard_plugin_balancer()
+                .call_pick(&mut live.store, &ctx)
+            {
+                Ok(None) => fallback,
+                Ok(Some(id)) => match live.ids.binary_search_by_key(&id, |(i, _)| *i) {
+                    Ok(at) => Pick {
+                        index: Some(live.ids[at].1),
+                        by_plugin: true,
+                    },
+                    Err(_) => {
+                        let detail =
+                            format!("pick returned endpoint id {id}, which it was never given");
+                        self.failed(
+                            &r.name,
+                            Hook::balancer,
+                            ErrorKind::invalid_answer,
+                            svc,
+                            &detail,
+                        );
+                        slot.live = None;
+                        fallback
+                    }
+                },
+                Err(e) => {
+                    self.failed(
+                        &r.name,
+                        Hook::balancer,
+                        classify(&e),
+                        svc,
+                        &format!("pick: {e:#}"),
+                    );
+                    slot.live = None;
+                    fallback
+                }
+            }
+        })
+    }
+
+    /// Tells the balancer that served `svc`'s port how a connection or request went.
+    pub fn feedback(
+        &self,
+        svc: &Arc<ServiceView>,
+        port_index: usize,
+        endpoint_index: usize,
+        outcome: types::Outcome,
+    ) {
+        let Some(port) = svc.ports.get(port_index) else {
+            return;
+        };
+        let Some(ep) = port.endpoints.get(endpoint_index) else {
+            return;
+        };
+        if svc.plugins.balancer.is_none() {
+            return;
+        }
+        WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let slot = slot(&mut w.balancers, self.id, svc, port.port);
+            let Some(live) = slot.live.as_mut() else {
+                return;
+            };
+            live.store.set_epoch_deadline(self.limits.call_ticks);
+            if let Err(e) = live.bindings.switchyard_plugin_balancer().call_feedback(
+                &mut live.store,
+                ep.id,
+                outcome,
+            ) {
+                let name = live.plugin.name.clone();
+                self.failed(
+                    &name,
+                    Hook::balancer,
+                    classify(&e),
+                    svc,
+                    &format!("feedback: {e:#}"),
+                );
+                slot.live = None;
+            }
+        })
+    }
+
+    /// Admission of a new connection (and of each HTTP request before `on_request`).
+    pub fn on_connect(
+        &self,
+        svc: &Arc<ServiceView>,
+        req: &Request<'_>,
+        service_port: u16,
+    ) -> Verdict {
+        self.with_policy(svc, |this, live| {
+            let ctx = this.context(req, service_port, &live.headers);
+            live.bindings
+                .switchyard_plugin_policy()
+                .call_on_connect(&mut live.store, &ctx)
+        })
+        .unwrap_or(Verdict::Allow)
+    }
+
+    /// What to do with an HTTP request; `Continue` with no edits when there is no policy.
+    pub fn on_request(
+        &self,
+        svc: &Arc<ServiceView>,
+        req: &Request<'_>,
+        service_port: u16,
+        head: &RequestHead,
+    ) -> Action {
+        self.with_policy(svc, |this, live| {
+            let ctx = this.context(req, service_port, &live.headers);
+            live.bindings
+                .switchyard_plugin_policy()
+                .call_on_request(&mut live.store, &ctx, head)
+        })
+        .unwrap_or(Action::Continue(Vec::new()))
+    }
+
+    fn with_policy<T>(
+        &self,
+        svc: &Arc<ServiceView>,
+        call: impl FnOnce(&Self, &mut super::worker::Live<policy::PolicyPlugin>) -> wasmtime::Result<T>,
+    ) -> Option<T> {
+        let r = svc.plugins.policy.as_ref()?;
+        let plugin = self.current::<PolicyHook>(r, svc)?;
+        WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let slot = slot(&mut w.policies, self.id, svc, 0);
+            if !self.ensure::<PolicyHook>(slot, &plugin, r, svc) {
+                return None;
+            }
+            let live = slot.live.as_mut().expect("ensure leaves a live instance");
+            plugin.calls(Hook::policy).inc();
+            live.store.set_epoch_deadline(self.limits.call_ticks);
+            match call(self, live) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.failed(&r.name, Hook::policy, classify(&e), svc, &format!("{e:#}"));
+                    slot.live = None;
+                    None
+                }
+            }
+        })
+    }
+
+    /// Shapes the answers cluster DNS built for a question about `svc`. Answers the plugin
+    /// invents (an owner name and type not among the defaults) are dropped and counted.
+    pub fn shape_dns(
+        &self,
+        svc: &Arc<ServiceView>,
+        question: &Question,
+        client: IpAddr,
+        answers: Vec<Answer>,
+    ) -> Vec<Answer> {
+        let Some(r) = &svc.plugins.dns else {
+            return answers;
+        };
+        let Some(plugin) = self.current::<DnsHook>(r, svc) else {
+            return answers;
+        };
+        WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let slot = slot(&mut w.dns, self.id, svc, 0);
+            if !self.ensure::<DnsHook>(slot, &plugin, r, svc) {
+                return answers;
+            }
+            let live = slot.live.as_mut().expect("ensure leaves a live instance");
+            plugin.calls(Hook::dns).inc();
+            live.store.set_epoch_deadline(self.limits.call_ticks);
+            match live.bindings.switchyard_plugin_dns().call_shape(
+                &mut live.store,
+                question,
+                ip(client),
+                &answers,
+            ) {
+                Ok(shaped) => {
+                    let before = shaped.len();
+                    let kept: Vec<Answer> = shaped
+                        .into_iter()
+                        .filter(|a| {
+                            answers
+                                .iter()
+                                .any(|d| d.rtype == a.rtype && d.name.eq_ignore_ascii_case(&a.name))
+                        })
+                        .collect();
+                    if kept.len() != before {
+                        let detail = format!(
+                            "shape returned {} answers for names or types it was not given",
+                            before - kept.len()
+                        );
+                        self.failed(&r.name, Hook::dns, ErrorKind::invalid_answer, svc, &detail);
+                    }
+                    kept
+                }
+                Err(e) => {
+                    self.failed(
+                        &r.name,
+                        Hook::dns,
+                        classify(&e),
+                        svc,
+                        &format!("shape: {e:#}"),
+                    );
+                    slot.live = None;
+                    answers
+                }
+            }
+        })
+    }
+}
