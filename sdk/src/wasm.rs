@@ -78,7 +78,7 @@ fn context(c: t::Context) -> Context {
         protocol: protocol(c.protocol),
         method: c.method,
         path: c.path,
-        headers: c.headers,
+        headers: c.headers.unwrap_or_default(),
     }
 }
 

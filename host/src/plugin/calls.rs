@@ -72,19 +72,20 @@ impl Plugins {
             let mut w = w.borrow_mut();
             let slot = slot(&mut w.balancers, self.id, svc, port.port);
             slot.turn = slot.turn.wrapping_add(1);
-            let fallback = Pick {
-                index: round_robin(port, slot.turn),
+            let turn = slot.turn;
+            let fallback = || Pick {
+                index: round_robin(port, turn),
                 by_plugin: false,
             };
             let Some(r) = &svc.plugins.balancer else {
                 slot.live = None;
-                return fallback;
+                return fallback();
             };
             let Some(plugin) = self.current::<BalancerHook>(r, svc) else {
-                return fallback;
+                return fallback();
             };
             if !self.ensure::<BalancerHook>(slot, &plugin, r, svc) {
-                return fallback;
+                return fallback();
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
             // Push the endpoint set when the Service's view changed since the last push.
@@ -110,7 +111,7 @@ impl Plugins {
                         weight: 1,
                     })
                     .collect();
-                live.store.set_epoch_deadline(self.limits.setup_ticks);
+                self.limits.setup(&mut live.store);
                 if let Err(e) = live.bindings.switchyard_plugin_balancer().call_update(
                     &mut live.store,
                     &service,
@@ -124,7 +125,7 @@ impl Plugins {
                         &format!("update: {e:#}"),
                     );
                     slot.live = None;
-                    return fallback;
+                    return fallback();
                 }
                 live.ids = port
                     .endpoints
@@ -137,13 +138,13 @@ impl Plugins {
             }
             let ctx = self.context(req, port.port, &live.headers);
             plugin.calls(Hook::balancer).inc();
-            live.store.set_epoch_deadline(self.limits.call_ticks);
+            self.limits.call(&mut live.store);
             match live
                 .bindings
                 .switchyard_plugin_balancer()
                 .call_pick(&mut live.store, &ctx)
             {
-                Ok(None) => fallback,
+                Ok(None) => fallback(),
                 Ok(Some(id)) => match live.ids.binary_search_by_key(&id, |(i, _)| *i) {
                     Ok(at) => Pick {
                         index: Some(live.ids[at].1),
@@ -160,7 +161,7 @@ impl Plugins {
                             &detail,
                         );
                         slot.live = None;
-                        fallback
+                        fallback()
                     }
                 },
                 Err(e) => {
@@ -172,7 +173,7 @@ impl Plugins {
                         &format!("pick: {e:#}"),
                     );
                     slot.live = None;
-                    fallback
+                    fallback()
                 }
             }
         })
@@ -201,7 +202,7 @@ impl Plugins {
             let Some(live) = slot.live.as_mut() else {
                 return;
             };
-            live.store.set_epoch_deadline(self.limits.call_ticks);
+            self.limits.call(&mut live.store);
             if let Err(e) = live.bindings.switchyard_plugin_balancer().call_feedback(
                 &mut live.store,
                 ep.id,
@@ -268,7 +269,7 @@ impl Plugins {
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
             plugin.calls(Hook::policy).inc();
-            live.store.set_epoch_deadline(self.limits.call_ticks);
+            self.limits.call(&mut live.store);
             match call(self, live) {
                 Ok(v) => Some(v),
                 Err(e) => {
@@ -303,7 +304,7 @@ impl Plugins {
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
             plugin.calls(Hook::dns).inc();
-            live.store.set_epoch_deadline(self.limits.call_ticks);
+            self.limits.call(&mut live.store);
             match live.bindings.switchyard_plugin_dns().call_shape(
                 &mut live.store,
                 question,

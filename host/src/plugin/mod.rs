@@ -22,7 +22,7 @@ pub mod loader;
 pub mod metrics;
 pub mod worker;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,12 +78,18 @@ pub enum PluginError {
     Store(String),
 }
 
-/// Per-call limits.
+/// Per-call limits. A call's CPU budget is counted in guest instructions (wasmtime fuel,
+/// about one per nanosecond), so a worker thread the OS preempts mid-call is not mistaken for
+/// a slow plugin; an epoch deadline in wall-clock time backs it up.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Epoch ticks a pick / policy / DNS call may run.
+    /// Fuel for a pick / policy / DNS call.
+    pub call_fuel: u64,
+    /// Fuel for configure, update and state hand-off.
+    pub setup_fuel: u64,
+    /// Wall-clock backstop for a pick / policy / DNS call, in epoch ticks.
     pub call_ticks: u64,
-    /// Epoch ticks for configure, update and state hand-off.
+    /// Wall-clock backstop for setup calls, in epoch ticks.
     pub setup_ticks: u64,
     /// Linear memory cap per instance.
     pub memory_bytes: usize,
@@ -91,12 +97,29 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(call_timeout: std::time::Duration, memory_bytes: usize) -> Self {
-        let ticks = call_timeout.as_micros() as u64 / engine::TICK.as_micros() as u64;
+        let tick = engine::TICK.as_micros() as u64;
+        let us = call_timeout.as_micros() as u64;
         Limits {
-            call_ticks: ticks.max(2),
-            setup_ticks: 2_000, // 200 ms: configure, update with 10k endpoints, hand-off
+            call_fuel: us * 1_000,
+            setup_fuel: 2_000_000_000, // ~2 s of guest work: update with 100k endpoints
+            // Wall clock: 20x the budget (at least 10 ms), so only a thread stalled far
+            // beyond any scheduling delay trips it.
+            call_ticks: (us * 20 / tick).max(10_000 / tick),
+            setup_ticks: 5_000_000 / tick,
             memory_bytes,
         }
+    }
+
+    /// Arms `store` for one pick / policy / DNS call.
+    pub(crate) fn call(&self, store: &mut wasmtime::Store<HostState>) {
+        let _ = store.set_fuel(self.call_fuel);
+        store.set_epoch_deadline(self.call_ticks);
+    }
+
+    /// Arms `store` for configure, update or a state hand-off.
+    pub(crate) fn setup(&self, store: &mut wasmtime::Store<HostState>) {
+        let _ = store.set_fuel(self.setup_fuel);
+        store.set_epoch_deadline(self.setup_ticks);
     }
 }
 
@@ -129,7 +152,7 @@ pub struct Plugins {
     id: u64,
     runtime: engine::Runtime,
     linker: Linker<HostState>,
-    registry: ArcSwap<HashMap<Arc<str>, Arc<LoadedPlugin>>>,
+    registry: ArcSwap<FxHashMap<Arc<str>, Arc<LoadedPlugin>>>,
     /// Serialises loads (not calls): a load reads, compiles and swaps.
     load_lock: parking_lot::Mutex<()>,
     limits: Limits,
@@ -171,7 +194,7 @@ impl Plugins {
             id: RUNTIME_IDS.fetch_add(1, Ordering::Relaxed),
             runtime,
             linker,
-            registry: ArcSwap::from_pointee(HashMap::new()),
+            registry: ArcSwap::from_pointee(FxHashMap::default()),
             load_lock: parking_lot::Mutex::new(()),
             limits,
             metrics,
@@ -210,7 +233,7 @@ impl Plugins {
             hooks,
         });
         let _guard = self.load_lock.lock();
-        let mut next = HashMap::clone(&self.registry.load());
+        let mut next = FxHashMap::clone(&self.registry.load());
         next.insert(plugin.name.clone(), plugin.clone());
         self.registry.store(Arc::new(next));
         self.metrics.swapped(name);
@@ -238,7 +261,7 @@ impl Plugins {
         if let Some(d) = &self.store_dir {
             let _ = std::fs::remove_file(d.join(format!("{name}.wasm")));
         }
-        let mut next = HashMap::clone(&current);
+        let mut next = FxHashMap::clone(&current);
         next.remove(name);
         self.registry.store(Arc::new(next));
         tracing::info!(plugin = name, "plugin removed");

@@ -9,8 +9,9 @@
 //! call, recycles the instance and counts an error with a rate-limited log line.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 
@@ -111,7 +112,7 @@ impl<B> Slot<B> {
 }
 
 /// Slots of one hook on one worker, keyed by (runtime id, hash of namespace/name/port).
-pub(super) type Slots<B> = HashMap<(u64, u64), Slot<B>>;
+pub(super) type Slots<B> = FxHashMap<(u64, u64), Slot<B>>;
 
 #[derive(Default)]
 pub(super) struct Worker {
@@ -138,8 +139,7 @@ pub(super) fn slot<'a, B>(
     if slots.len() > PRUNE_AT {
         slots.retain(|_, s| s.live.as_ref().is_some_and(|l| l.pushed.strong_count() > 0));
     }
-    let h =
-        BuildHasherDefault::<DefaultHasher>::default().hash_one((&svc.namespace, &svc.name, port));
+    let h = FxBuildHasher.hash_one((&svc.namespace, &svc.name, port));
     let slot = slots
         .entry((runtime, h))
         .or_insert_with(|| Slot::new(svc, port));
@@ -152,7 +152,7 @@ pub(super) fn slot<'a, B>(
 pub(super) fn classify(e: &wasmtime::Error) -> ErrorKind {
     if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
         return match t {
-            wasmtime::Trap::Interrupt => ErrorKind::timeout,
+            wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel => ErrorKind::timeout,
             _ => ErrorKind::trap,
         };
     }
@@ -342,8 +342,8 @@ impl Plugins {
             method: req.method.map(str::to_string),
             path: req.path.map(str::to_string),
             headers: match req.header {
-                Some(h) if !headers.is_empty() => headers.iter().map(|n| h(n)).collect(),
-                _ => Vec::new(),
+                Some(h) if !headers.is_empty() => Some(headers.iter().map(|n| h(n)).collect()),
+                _ => None,
             },
         }
     }
@@ -395,7 +395,7 @@ impl Plugins {
     ) -> Result<Live<H::Bindings>, (ErrorKind, String)> {
         let pre = H::pre(plugin).expect("checked by current()");
         let mut store = self.new_store(plugin);
-        store.set_epoch_deadline(self.limits.setup_ticks);
+        self.limits.setup(&mut store);
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| (ErrorKind::instantiate, format!("instantiate: {e:#}")))?;
@@ -442,7 +442,7 @@ impl Plugins {
                 .get_export_index(&mut *fs, Some(&idx), "snapshot")
                 .ok_or_else(|| wasmtime::format_err!("no snapshot"))?;
             let f = fi.get_typed_func::<(), (Vec<u8>,)>(&mut *fs, &snap)?;
-            fs.set_epoch_deadline(self.limits.setup_ticks);
+            self.limits.setup(fs);
             let (data,) = f.call(&mut *fs, ())?;
             let (ts, ti) = (&mut to.store, &to.instance);
             let idx = ti
@@ -452,7 +452,7 @@ impl Plugins {
                 .get_export_index(&mut *ts, Some(&idx), "restore")
                 .ok_or_else(|| wasmtime::format_err!("no restore"))?;
             let g = ti.get_typed_func::<(&[u8],), ()>(&mut *ts, &rest)?;
-            ts.set_epoch_deadline(self.limits.setup_ticks);
+            self.limits.setup(ts);
             g.call(&mut *ts, (&data,))?;
             Ok(())
         })();
