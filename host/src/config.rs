@@ -125,7 +125,7 @@ pub struct ServeArgs {
     /// Cluster DNS domain [default: cluster.local]
     #[arg(long, value_name = "D")]
     pub cluster_domain: Option<String>,
-    /// Deadline of one plugin call (pick, policy, DNS shaping), in microseconds [default: 500]
+    /// CPU budget of one plugin call (pick, policy, DNS shaping), in microseconds of guest work [default: 500]
     #[arg(long, value_name = "US")]
     pub plugin_timeout_us: Option<u64>,
     /// Where compiled plugins are cached, keyed by content hash [default: DATA_DIR/plugin-cache]

@@ -1,6 +1,7 @@
 //! A token bucket: `rate` tokens per second up to `burst`, refilled lazily from the host's
 //! monotonic clock (pass `now_nanos` from the `host.now-nanos` import, or any clock in tests).
 
+/// A token bucket; see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenBucket {
     rate_per_nano: f64,

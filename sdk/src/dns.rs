@@ -4,27 +4,39 @@ use crate::Ip;
 
 /// Record types as numbers (RFC 1035 and successors).
 pub mod rtype {
+    /// IPv4 address.
     pub const A: u16 = 1;
+    /// Canonical name (ExternalName Services).
     pub const CNAME: u16 = 5;
+    /// Reverse lookup.
     pub const PTR: u16 = 12;
+    /// Text.
     pub const TXT: u16 = 16;
+    /// IPv6 address.
     pub const AAAA: u16 = 28;
+    /// Service location (named ports).
     pub const SRV: u16 = 33;
 }
 
 /// The question being answered.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Question {
+    /// The name asked for, fully qualified with the trailing dot.
     pub name: String,
+    /// The record type asked for (see [`rtype`]).
     pub qtype: u16,
 }
 
 /// One resource record; `rdata` in DNS wire format (4 bytes for A, 16 for AAAA).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Answer {
+    /// Owner name of the record.
     pub name: String,
+    /// Record type (see [`rtype`]).
     pub rtype: u16,
+    /// Time to live in seconds.
     pub ttl: u32,
+    /// Record data in DNS wire format.
     pub rdata: Vec<u8>,
 }
 

@@ -1,6 +1,7 @@
 //! Exponentially weighted moving average with a half-life in time (not in samples), as
 //! latency-aware balancers (p2c-ewma, Finagle's and linkerd's "peak EWMA") use.
 
+/// A moving average with a half-life in time; see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ewma {
     half_life_nanos: f64,
@@ -9,6 +10,7 @@ pub struct Ewma {
 }
 
 impl Ewma {
+    /// Starts at `initial`; history halves in weight every `half_life_nanos`.
     pub fn new(half_life_nanos: u64, initial: f64) -> Self {
         Ewma {
             half_life_nanos: half_life_nanos.max(1) as f64,
@@ -27,6 +29,7 @@ impl Ewma {
         self.last = Some(now_nanos);
     }
 
+    /// The current average.
     pub fn value(&self) -> f64 {
         self.value
     }

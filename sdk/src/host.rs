@@ -8,9 +8,13 @@
 /// Severity of a [`log`] line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Something is wrong and traffic is affected.
     Error,
+    /// Something unexpected that the plugin handled.
     Warn,
+    /// Normal operation worth recording.
     Info,
+    /// Details for debugging (shown with `RUST_LOG=debug`).
     Debug,
 }
 

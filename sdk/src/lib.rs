@@ -1,15 +1,34 @@
 //! # switchyard-sdk
 //!
-//! Write switchyard plugins in plain Rust. A plugin is a WebAssembly component implementing
-//! one hook interface of the contract in `sdk/wit/plugin.wit` (package
+//! Write switchyard plugins in plain Rust. A plugin is a WebAssembly component that
+//! implements one hook of the contract in `sdk/wit/plugin.wit` (package
 //! `switchyard:plugin@0.1.0`):
 //!
-//! - [`Balancer`]: chooses the endpoint for each connection or request;
-//! - policies and DNS shapers follow the same pattern.
+//! | hook | trait | export macro | Service annotation |
+//! |---|---|---|---|
+//! | balancer: which endpoint gets a connection or request | [`Balancer`] | [`export_balancer!`] | `switchyard.io/balancer` |
+//! | policy: admit, answer or reroute | [`policy::Policy`] | [`export_policy!`] | `switchyard.io/policy` |
+//! | DNS: reorder or trim answers | [`dns::DnsShaper`] | [`export_dns!`] | `switchyard.io/dns` |
 //!
-//! The host pushes a Service port's endpoint set with [`Balancer::update`] whenever it
-//! changes, so [`Balancer::pick`] only gets a small [`Context`] of numbers. Keep `pick`
-//! allocation-free.
+//! The Service's `switchyard.io/<hook>-config` annotation is passed to `configure`.
+//!
+//! ## How the gateway calls a plugin
+//!
+//! - One instance per Service port and worker thread, created on first use. Plain fields in
+//!   your type are per-instance state; nothing is shared between workers.
+//! - The gateway pushes the endpoint set with [`Balancer::update`] whenever it changes, so
+//!   [`Balancer::pick`] only gets a small [`Context`] of numbers. Keep `pick` free of
+//!   allocation; build lookup tables in `update`.
+//! - Every call has a CPU budget (500 µs by default) and the instance a memory cap (16 MiB).
+//!   A panic, a budget overrun, a memory overrun or a pick naming an endpoint the plugin was
+//!   never given does not fail the request: the gateway uses its native default for that
+//!   call (round-robin, allow, unshaped answers), counts the error and starts a fresh
+//!   instance.
+//! - Returning `None` from `pick` also hands the choice to the native round-robin.
+//! - A plugin has no filesystem, network or environment; [`host`] gives it logging, a
+//!   monotonic clock, random numbers and Prometheus counters.
+//! - On a hot swap, the old version's `snapshot()` is handed to the new version's
+//!   `restore()` (both default to nothing).
 //!
 //! ## A balancer in a few lines
 //!
@@ -24,7 +43,7 @@
 //!
 //! impl Balancer for Sticky {
 //!     fn update(&mut self, _service: &Service, endpoints: &[Endpoint]) {
-//!         self.ids = endpoints.iter().filter(|e| e.ready).map(|e| e.id).collect();
+//!         self.ids = switchyard_sdk::usable(endpoints).map(|e| e.id).collect();
 //!     }
 //!     fn pick(&mut self, ctx: &Context) -> Option<u32> {
 //!         if self.ids.is_empty() {
@@ -35,16 +54,35 @@
 //!     }
 //! }
 //!
-//! // Test it natively, with no gateway running:
+//! // In the plugin crate (crate-type = ["cdylib", "rlib"]):
+//! switchyard_sdk::export_balancer!(Sticky);
+//!
+//! // Test it natively with `cargo test`, no gateway running:
 //! let mut b = switchyard_sdk::testing::Harness::new(Sticky::default());
 //! b.update(switchyard_sdk::testing::endpoints(3));
 //! let first = b.pick_from("10.0.0.7");
 //! assert_eq!(b.pick_from("10.0.0.7"), first);
 //! ```
 //!
-//! Helpers that balancers and policies keep rewriting are here: [`net`] (addresses and
-//! CIDRs), [`maglev`] (Maglev lookup tables), [`hash`] (hashing and jump consistent hashing),
-//! [`bucket`] (token buckets) and [`ewma`] (moving averages).
+//! Then build and load it into a running gateway:
+//!
+//! ```text
+//! rustup target add wasm32-wasip2
+//! cargo build --release --target wasm32-wasip2
+//! switchyard plugin load sticky target/wasm32-wasip2/release/sticky.wasm
+//! kubectl annotate service my-service switchyard.io/balancer=sticky
+//! ```
+//!
+//! `examples/my-balancer` in the repository is this, ready to copy.
+//!
+//! ## Helpers
+//!
+//! What balancers and policies keep rewriting: [`net`] (addresses and CIDRs), [`maglev`]
+//! (Maglev lookup tables), [`hash`] (hashing and jump consistent hashing), [`bucket`] (token
+//! buckets), [`ewma`] (moving averages), [`usable`] (the EndpointSlice readiness rule) and
+//! [`testing`] (drive a plugin natively).
+
+#![warn(missing_docs)]
 
 extern crate self as switchyard_sdk;
 
@@ -66,9 +104,13 @@ pub use net::Ip;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     #[default]
+    /// A TCP connection (L4).
     Tcp,
+    /// A UDP flow.
     Udp,
+    /// An SCTP association.
     Sctp,
+    /// An HTTP request (L7): `Context::method` and `path` are set.
     Http,
 }
 
@@ -77,33 +119,51 @@ pub enum Protocol {
 pub struct Endpoint {
     /// Stable while the endpoint exists; what [`Balancer::pick`] returns.
     pub id: u32,
+    /// The Pod's address.
     pub address: Ip,
+    /// The port on the Pod (the resolved `targetPort`).
     pub port: u16,
+    /// `topology.kubernetes.io/zone` of the endpoint, when known.
     pub zone: Option<String>,
+    /// The node the Pod runs on, when known.
     pub node: Option<String>,
+    /// EndpointSlice condition `ready`: send new traffic here.
     pub ready: bool,
+    /// EndpointSlice condition `serving` (true for ready Pods that are terminating).
     pub serving: bool,
+    /// EndpointSlice condition `terminating`.
     pub terminating: bool,
+    /// Relative weight (1 unless the gateway learns otherwise).
     pub weight: u32,
 }
 
 /// The Service port an endpoint set belongs to (`types.service`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Service {
+    /// Namespace of the Service.
     pub namespace: String,
+    /// Name of the Service.
     pub name: String,
+    /// The Service port (`spec.ports[].port`).
     pub port: u16,
+    /// How traffic on this port is handled.
     pub protocol: Protocol,
 }
 
 /// What a pick knows about the connection or request (`types.context`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Context {
+    /// The client's address as the gateway sees it.
     pub client: Ip,
+    /// The client's source port.
     pub client_port: u16,
+    /// The Service port the client connected to.
     pub service_port: u16,
+    /// TCP, UDP, SCTP, or HTTP for requests the gateway terminates.
     pub protocol: Protocol,
+    /// HTTP method (HTTP only).
     pub method: Option<String>,
+    /// HTTP path with query (HTTP only).
     pub path: Option<String>,
     /// Values of the headers named in [`Settings::headers`], in that order.
     pub headers: Vec<Option<String>>,
@@ -119,8 +179,11 @@ pub struct Settings {
 /// What happened on a connection or request to an endpoint (`types.outcome`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Outcome {
+    /// Time to connect to the endpoint, in microseconds.
     pub connect_micros: u32,
+    /// Time to the response head (HTTP) or connection length (L4), in microseconds.
     pub response_micros: u32,
+    /// Whether the connection or request succeeded (no connect error, no 5xx).
     pub success: bool,
 }
 

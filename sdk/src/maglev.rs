@@ -83,10 +83,12 @@ impl Maglev {
         (!self.table.is_empty()).then(|| self.table[(key_hash % self.table.len() as u64) as usize])
     }
 
+    /// Table slots (0 when there are no backends).
     pub fn len(&self) -> usize {
         self.table.len()
     }
 
+    /// Whether the table has no backends.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }

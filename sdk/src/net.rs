@@ -7,8 +7,11 @@ use std::str::FromStr;
 /// An IPv4 or IPv6 address as numbers (`types.ip`): IPv4 in the low 32 bits of `lo`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Ip {
+    /// IPv6: the most significant 64 bits; IPv4: 0.
     pub hi: u64,
+    /// IPv6: the least significant 64 bits; IPv4: the address in the low 32 bits.
     pub lo: u64,
+    /// Whether this is an IPv6 address.
     pub v6: bool,
 }
 

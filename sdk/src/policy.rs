@@ -7,23 +7,31 @@ use crate::{Context, Settings};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Verdict {
     #[default]
+    /// Let the connection or request proceed.
     Allow,
+    /// Refuse it (the connection is closed; HTTP gets 403).
     Deny,
 }
 
 /// One HTTP header.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Header {
+    /// Header name (as received; compare case-insensitively).
     pub name: String,
+    /// Header value.
     pub value: String,
 }
 
 /// The head of an HTTP request, as `on_request` sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RequestHead {
+    /// HTTP method.
     pub method: String,
+    /// Path with query.
     pub path: String,
+    /// `Host` / `:authority`.
     pub authority: String,
+    /// All request headers, in order.
     pub headers: Vec<Header>,
 }
 
@@ -40,15 +48,20 @@ impl RequestHead {
 /// Sets (`Some`) or removes (`None`) a request header before the request goes upstream.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HeaderEdit {
+    /// Header to set or remove.
     pub name: String,
+    /// New value; `None` removes the header.
     pub value: Option<String>,
 }
 
 /// A response the gateway sends instead of forwarding the request.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Response {
+    /// HTTP status code.
     pub status: u16,
+    /// Response headers.
     pub headers: Vec<Header>,
+    /// Response body.
     pub body: Vec<u8>,
 }
 

@@ -36,12 +36,16 @@ pub fn context(client: &str) -> Context {
 /// Holds a balancer and the last endpoint set, and checks what the host checks: a pick must
 /// name an endpoint from the current set.
 pub struct Harness<B: Balancer> {
+    /// The plugin under test.
     pub plugin: B,
+    /// The Service port passed to `update` (default/test:80, TCP).
     pub service: Service,
+    /// The endpoint set last given to `update`.
     pub endpoints: Vec<Endpoint>,
 }
 
 impl<B: Balancer> Harness<B> {
+    /// Wraps `plugin`; call `configure` (optional) and `update` next.
     pub fn new(plugin: B) -> Self {
         Harness {
             plugin,
@@ -55,10 +59,12 @@ impl<B: Balancer> Harness<B> {
         }
     }
 
+    /// Calls `configure` as the host does, with the Service's config JSON.
     pub fn configure(&mut self, config: &str) -> Result<Settings, String> {
         self.plugin.configure(config)
     }
 
+    /// Pushes a new endpoint set, as the host does after every change.
     pub fn update(&mut self, endpoints: Vec<Endpoint>) {
         self.endpoints = endpoints;
         self.plugin.update(&self.service, &self.endpoints);
@@ -76,10 +82,12 @@ impl<B: Balancer> Harness<B> {
         id
     }
 
+    /// Picks for a TCP connection from `client` (an IP address).
     pub fn pick_from(&mut self, client: &str) -> Option<u32> {
         self.pick(&context(client))
     }
 
+    /// Reports how a connection to `endpoint` went.
     pub fn feedback(&mut self, endpoint: u32, outcome: Outcome) {
         self.plugin.feedback(endpoint, outcome)
     }

@@ -48,4 +48,19 @@ fn contract_parses_with_the_expected_worlds() {
     for f in ["configure", "update", "pick", "feedback"] {
         assert!(funcs.contains(&f), "balancer.{f}");
     }
+    // What the SDK builds: each hook plus its state hand-off interface.
+    for (world, hook) in [
+        ("sdk-balancer", "balancer"),
+        ("sdk-policy", "policy"),
+        ("sdk-dns", "dns"),
+    ] {
+        let w = &resolve.worlds[package.worlds[world]];
+        let mut exports: Vec<String> = w.exports.keys().map(name_of).collect();
+        exports.sort();
+        assert_eq!(
+            exports,
+            [hook.to_string(), format!("{hook}-state")],
+            "{world} exports"
+        );
+    }
 }
