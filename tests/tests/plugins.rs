@@ -159,6 +159,40 @@ fn builtins_custom_plugin_annotations_and_swaps() {
         "different clients spread over all endpoints"
     );
 
+    // Every built-in balancer serves picks itself (std HashMaps, clocks and random work).
+    for (name, config) in [
+        ("round-robin", ""),
+        ("random", ""),
+        ("least-conn", ""),
+        ("p2c-ewma", r#"{"half_life_ms": 1000}"#),
+        ("topology", r#"{"zone": "a"}"#),
+    ] {
+        annotate(
+            &g,
+            &[
+                &format!("switchyard.io/balancer={name}"),
+                &format!("switchyard.io/balancer-config={config}"),
+            ],
+        );
+        let p = wait_for(Duration::from_secs(10), name, || {
+            let p = picks(&g, "127.0.0.1:5000", 30);
+            p.by_plugin.then_some(p)
+        })
+        .unwrap();
+        assert!(
+            p.endpoints.iter().all(|e| e.starts_with("127.0.0.1")),
+            "{name}: {:?}",
+            p.endpoints
+        );
+        assert!(distinct(&p) >= 2, "{name} spreads: {:?}", p.endpoints);
+    }
+    g.ok(&[
+        "annotate",
+        "service",
+        "web",
+        "switchyard.io/balancer-config-",
+    ]);
+
     // A custom plugin, loaded through the CLI, and a Service pointed at it.
     let mine = wasm("my_balancer");
     let out = plugin_cmd(&g, &["load", "my-balancer", mine.to_str().unwrap()]);

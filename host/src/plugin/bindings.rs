@@ -76,6 +76,13 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// When the runtime started: the zero of the plugins' monotonic clocks.
+    pub fn started(&self) -> Instant {
+        self.epoch_start
+    }
+}
+
 impl balancer::switchyard::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         let now = Instant::now();

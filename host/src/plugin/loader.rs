@@ -133,10 +133,12 @@ pub fn load(
             format!("it exports {}", ex.all.join(", "))
         }));
     }
-    // Plugins built with Rust's wasm32-wasip2 std import a few WASI interfaces they never
-    // call in practice (environment, stderr for panics). They are defined as traps: a plugin
-    // that reaches for them fails that call and falls back, and gets no access.
+    // Plugins built with Rust's wasm32-wasip2 std import WASI interfaces. Random seeds and
+    // clocks are served (`wasi.rs`); the rest (environment, stdio, files) are defined as
+    // traps: a plugin that reaches for them fails that call and falls back, with no access.
     let mut linker = linker.clone();
+    super::wasi::define(&mut linker, &component, &engine)
+        .map_err(|e| PluginError::Link(format!("{e:#}")))?;
     linker
         .define_unknown_imports_as_traps(&component)
         .map_err(|e| PluginError::Link(format!("{e:#}")))?;

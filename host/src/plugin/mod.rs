@@ -20,6 +20,9 @@ pub mod engine;
 pub mod files;
 pub mod loader;
 pub mod metrics;
+#[cfg(test)]
+mod tests;
+pub mod wasi;
 pub mod worker;
 
 use rustc_hash::FxHashMap;
