@@ -443,3 +443,27 @@ fn plugin_files_reload_on_save() {
     .unwrap();
     assert_eq!(sha(&g, "watched"), good);
 }
+
+#[test]
+fn config_file_names_plugins_relative_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(wasm("my_balancer"), dir.path().join("plugins/sticky.wasm")).unwrap();
+    let config = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &config,
+        "plugins:\n  sticky: plugins/sticky.wasm\nplugin-timeout-us: 800\n",
+    )
+    .unwrap();
+    let g = Gateway::start_with(&["--config", config.to_str().unwrap()]).unwrap();
+    let (code, body) = g.admin_get("/plugins/sticky").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("plugins/sticky.wasm"), "{body}");
+    web_with_endpoints(&g);
+    annotate(&g, &["switchyard.io/balancer=sticky"]);
+    wait_for(Duration::from_secs(10), "sticky serves", || {
+        let p = picks(&g, "127.0.0.1:5000", 5);
+        (p.by_plugin && distinct(&p) == 1).then_some(())
+    })
+    .unwrap();
+}
