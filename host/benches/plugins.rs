@@ -77,25 +77,11 @@ fn runtime(cache: Option<std::path::PathBuf>) -> Arc<Plugins> {
 
 /// Errors counted for `plugin`'s balancer hook, by kind.
 fn errors(p: &Plugins, plugin: &str) -> String {
-    use switchyard::plugin::metrics::{ErrorKind as K, ErrorLabels, Hook};
-    let kinds = [
-        K::trap,
-        K::timeout,
-        K::memory,
-        K::invalid_answer,
-        K::config,
-        K::instantiate,
-        K::missing,
-    ];
-    let counts: Vec<String> = kinds
+    use switchyard::plugin::metrics::{ErrorKind, Hook};
+    let counts: Vec<String> = ErrorKind::ALL
         .into_iter()
         .filter_map(|kind| {
-            let l = ErrorLabels {
-                plugin: plugin.into(),
-                hook: Hook::balancer,
-                kind,
-            };
-            let n = p.metrics.errors.get(&l).map_or(0, |c| c.get());
+            let n = p.metrics.errors_of(plugin, Hook::balancer, kind);
             (n > 0).then(|| format!("{kind:?} {n}"))
         })
         .collect();

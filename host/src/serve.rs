@@ -54,8 +54,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let client = match &settings.source {
         Source::Embedded => {
-            std::fs::create_dir_all(&settings.data_dir)
-                .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
             let api_ip = if settings.api_listen.ip().is_unspecified() {
                 settings.node_ip
             } else {

@@ -85,13 +85,19 @@ impl PortView {
     /// Endpoints to send new traffic to: ready ones, or, when none is ready, serving ones that
     /// are terminating (the EndpointSlice rule kube-proxy follows).
     pub fn usable(&self) -> impl Iterator<Item = &EndpointView> {
+        self.usable_indices().map(|i| &self.endpoints[i])
+    }
+
+    /// Positions in `endpoints` of the [`usable`](Self::usable) endpoints.
+    pub fn usable_indices(&self) -> impl Iterator<Item = usize> + '_ {
         let any_ready = self.endpoints.iter().any(|e| e.ready);
-        self.endpoints.iter().filter(move |e| {
-            if any_ready {
+        self.endpoints.iter().enumerate().filter_map(move |(i, e)| {
+            let usable = if any_ready {
                 e.ready
             } else {
                 e.serving && e.terminating
-            }
+            };
+            usable.then_some(i)
         })
     }
 }

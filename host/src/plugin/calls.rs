@@ -10,7 +10,7 @@ use super::Plugins;
 use super::bindings::{dns, policy, types};
 use super::metrics::{ErrorKind, Hook};
 use super::worker::{BalancerHook, DnsHook, PolicyHook, Request, WORKER, classify, ip, slot};
-use crate::snapshot::{EndpointView, PortView, ServiceView};
+use crate::snapshot::{PortView, ServiceView};
 
 pub use dns::exports::switchyard::plugin::dns::{Answer, Question};
 pub use policy::exports::switchyard::plugin::policy::{Action, RequestHead, Verdict};
@@ -25,24 +25,11 @@ pub struct Pick {
 
 /// The native default balancer: round-robin over the usable endpoints.
 pub fn round_robin(port: &PortView, turn: usize) -> Option<usize> {
-    let any_ready = port.endpoints.iter().any(|e| e.ready);
-    let usable = |e: &EndpointView| {
-        if any_ready {
-            e.ready
-        } else {
-            e.serving && e.terminating
-        }
-    };
-    let n = port.endpoints.iter().filter(|e| usable(e)).count();
+    let n = port.usable_indices().count();
     if n == 0 {
         return None;
     }
-    port.endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| usable(e))
-        .nth(turn % n)
-        .map(|(i, _)| i)
+    port.usable_indices().nth(turn % n)
 }
 
 fn protocol(port: &PortView) -> types::Protocol {
@@ -81,10 +68,11 @@ impl Plugins {
                 slot.live = None;
                 return fallback();
             };
-            let Some(plugin) = self.current::<BalancerHook>(r, svc) else {
+            let reg = self.registry.load();
+            let Some(plugin) = self.current::<BalancerHook>(&reg, r, svc) else {
                 return fallback();
             };
-            if !self.ensure::<BalancerHook>(slot, &plugin, r, svc) {
+            if !self.ensure::<BalancerHook>(slot, plugin, r, svc) {
                 return fallback();
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
@@ -260,11 +248,12 @@ impl Plugins {
         call: impl FnOnce(&Self, &mut super::worker::Live<policy::PolicyPlugin>) -> wasmtime::Result<T>,
     ) -> Option<T> {
         let r = svc.plugins.policy.as_ref()?;
-        let plugin = self.current::<PolicyHook>(r, svc)?;
+        let reg = self.registry.load();
+        let plugin = self.current::<PolicyHook>(&reg, r, svc)?;
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let slot = slot(&mut w.policies, self.id, svc, 0);
-            if !self.ensure::<PolicyHook>(slot, &plugin, r, svc) {
+            if !self.ensure::<PolicyHook>(slot, plugin, r, svc) {
                 return None;
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
@@ -293,13 +282,14 @@ impl Plugins {
         let Some(r) = &svc.plugins.dns else {
             return answers;
         };
-        let Some(plugin) = self.current::<DnsHook>(r, svc) else {
+        let reg = self.registry.load();
+        let Some(plugin) = self.current::<DnsHook>(&reg, r, svc) else {
             return answers;
         };
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let slot = slot(&mut w.dns, self.id, svc, 0);
-            if !self.ensure::<DnsHook>(slot, &plugin, r, svc) {
+            if !self.ensure::<DnsHook>(slot, plugin, r, svc) {
                 return answers;
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");

@@ -36,6 +36,18 @@ pub enum ErrorKind {
     missing,
 }
 
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::trap,
+        ErrorKind::timeout,
+        ErrorKind::memory,
+        ErrorKind::invalid_answer,
+        ErrorKind::config,
+        ErrorKind::instantiate,
+        ErrorKind::missing,
+    ];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
     pub plugin: String,
@@ -128,6 +140,16 @@ impl PluginMetrics {
                 plugin: plugin.to_string(),
             })
             .inc();
+    }
+
+    /// Errors counted so far for `plugin`'s `hook` of this kind.
+    pub fn errors_of(&self, plugin: &str, hook: Hook, kind: ErrorKind) -> u64 {
+        let labels = ErrorLabels {
+            plugin: plugin.to_string(),
+            hook,
+            kind,
+        };
+        self.errors.get(&labels).map_or(0, |c| c.get())
     }
 
     pub fn error(&self, plugin: &str, hook: Hook, kind: ErrorKind) -> u64 {

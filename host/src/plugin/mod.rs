@@ -148,6 +148,9 @@ pub struct PluginInfo {
     pub errors: u64,
 }
 
+/// Loaded plugins by name.
+type Registry = FxHashMap<Arc<str>, Arc<LoadedPlugin>>;
+
 static RUNTIME_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The plugin runtime: one per gateway.
@@ -155,7 +158,7 @@ pub struct Plugins {
     id: u64,
     runtime: engine::Runtime,
     linker: Linker<HostState>,
-    registry: ArcSwap<FxHashMap<Arc<str>, Arc<LoadedPlugin>>>,
+    registry: ArcSwap<Registry>,
     /// Serialises loads (not calls): a load reads, compiles and swaps.
     load_lock: parking_lot::Mutex<()>,
     limits: Limits,
@@ -319,28 +322,8 @@ impl Plugins {
     fn info(&self, p: &LoadedPlugin) -> PluginInfo {
         let errors: u64 = [Hook::balancer, Hook::policy, Hook::dns]
             .into_iter()
-            .flat_map(|hook| {
-                [
-                    metrics::ErrorKind::trap,
-                    metrics::ErrorKind::timeout,
-                    metrics::ErrorKind::memory,
-                    metrics::ErrorKind::invalid_answer,
-                    metrics::ErrorKind::config,
-                    metrics::ErrorKind::instantiate,
-                    metrics::ErrorKind::missing,
-                ]
-                .map(move |kind| (hook, kind))
-            })
-            .map(|(hook, kind)| {
-                self.metrics
-                    .errors
-                    .get(&metrics::ErrorLabels {
-                        plugin: p.name.to_string(),
-                        hook,
-                        kind,
-                    })
-                    .map_or(0, |c| c.get())
-            })
+            .flat_map(|hook| metrics::ErrorKind::ALL.map(move |kind| (hook, kind)))
+            .map(|(hook, kind)| self.metrics.errors_of(&p.name, hook, kind))
             .sum();
         PluginInfo {
             name: p.name.to_string(),

@@ -18,10 +18,10 @@ use std::sync::{Arc, Weak};
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::Plugins;
 use super::bindings::{HostState, balancer, dns, policy, types};
 use super::loader::{LoadedPlugin, PACKAGE, VERSION};
 use super::metrics::{ErrorKind, Hook};
+use super::{Plugins, Registry};
 use crate::snapshot::{PluginRef, ServiceView};
 
 /// What a call knows about the connection or request.
@@ -303,15 +303,17 @@ impl Plugins {
     }
 
     /// The loaded plugin `r` names, if it has hook `H`; otherwise counts a `missing` error.
-    pub(super) fn current<H: HookKind>(
+    /// Looks it up in `reg`, a registry view the caller holds for the call, so the hot path
+    /// takes no reference count.
+    pub(super) fn current<'a, H: HookKind>(
         &self,
+        reg: &'a Registry,
         r: &PluginRef,
         svc: &ServiceView,
-    ) -> Option<Arc<LoadedPlugin>> {
-        let reg = self.registry.load();
+    ) -> Option<&'a Arc<LoadedPlugin>> {
         let p = reg.get(&*r.name);
         match p {
-            Some(p) if H::pre(p).is_some() => Some(p.clone()),
+            Some(p) if H::pre(p).is_some() => Some(p),
             _ => {
                 let detail = match p {
                     None => format!("no plugin named {:?} is loaded", r.name),
