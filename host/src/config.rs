@@ -134,6 +134,21 @@ pub struct ServeArgs {
     /// Linear memory cap of one plugin instance, in MiB [default: 16]
     #[arg(long, value_name = "MIB")]
     pub plugin_memory_mib: Option<usize>,
+    /// Data-plane worker threads, each with its own listening sockets [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// This node's name: endpoints whose nodeName matches are node-local (traffic policy Local) [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Upstream connect timeout, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Endpoints tried per connection before it is refused [default: 3]
+    #[arg(long, value_name = "N")]
+    pub connect_attempts: Option<usize>,
+    /// A UDP flow ends after this many seconds without a datagram either way [default: 30]
+    #[arg(long, value_name = "S")]
+    pub udp_timeout_s: Option<u64>,
     /// Load a plugin from a file and reload it whenever the file changes (repeatable);
     /// in the YAML file: `plugins: {NAME: PATH}`, paths relative to the file
     #[arg(long = "plugin", value_name = "NAME=PATH")]
@@ -174,6 +189,16 @@ pub struct Settings {
     pub plugin_cache: PathBuf,
     /// Plugins loaded from files and watched: (name, path).
     pub plugin_files: Vec<(String, PathBuf)>,
+    pub proxy: crate::proxy::ProxySettings,
+}
+
+/// The kernel's host name, as the kubelet names its node (lower-cased).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +252,12 @@ impl ServeArgs {
                 cluster_domain,
                 plugin_timeout_us,
                 plugin_memory_mib,
-                plugin_cache
+                plugin_cache,
+                workers,
+                node_name,
+                connect_timeout_ms,
+                connect_attempts,
+                udp_timeout_s
             );
             self.in_cluster |= file.in_cluster;
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -284,6 +314,35 @@ impl ServeArgs {
                 "--cluster-domain {cluster_domain:?} is not a DNS name"
             )));
         }
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if !(1..=1024).contains(&workers) {
+            return Err(ConfigError::Invalid(format!(
+                "--workers {workers}: use 1 to 1024"
+            )));
+        }
+        let connect_attempts = self.connect_attempts.unwrap_or(3);
+        if !(1..=8).contains(&connect_attempts) {
+            return Err(ConfigError::Invalid(format!(
+                "--connect-attempts {connect_attempts}: use 1 to 8"
+            )));
+        }
+        let connect_timeout_ms = self.connect_timeout_ms.unwrap_or(2000);
+        if connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--connect-timeout-ms must be above 0".into(),
+            ));
+        }
+        let udp_timeout_s = self.udp_timeout_s.unwrap_or(30);
+        if udp_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "--udp-timeout-s must be above 0".into(),
+            ));
+        }
+        let node_ip = self.node_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let data_dir: PathBuf = self.data_dir.unwrap_or_else(|| "./switchyard-data".into());
         Ok(Settings {
             plugin_cache: self
@@ -301,7 +360,7 @@ impl ServeArgs {
                 .admin_listen
                 .unwrap_or_else(|| "127.0.0.1:9901".parse().expect("valid")),
             service_cidr,
-            node_ip: self.node_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            node_ip,
             node_ports: self.node_port_range.unwrap_or(PortRange(30000, 32767)),
             lb_pool: self
                 .lb_pool
@@ -310,6 +369,14 @@ impl ServeArgs {
             plugin_timeout,
             plugin_memory_bytes: plugin_memory_mib << 20,
             plugin_files: self.plugins.into_iter().collect(),
+            proxy: crate::proxy::ProxySettings {
+                node_ip,
+                node_name: self.node_name.unwrap_or_else(host_name),
+                workers,
+                connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
+                connect_attempts,
+                udp_timeout: std::time::Duration::from_secs(udp_timeout_s),
+            },
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod metrics;
 pub mod plugin;
 pub mod plugin_cli;
+pub mod proxy;
 pub mod resources;
 pub mod selector;
 pub mod serve;

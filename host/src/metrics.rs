@@ -25,6 +25,7 @@ pub struct Metrics {
     pub controller_writes: Counter,
     pub controller_errors: Counter,
     pub plugins: std::sync::Arc<crate::plugin::metrics::PluginMetrics>,
+    pub proxy: std::sync::Arc<crate::proxy::metrics::ProxyMetrics>,
 }
 
 impl Default for Metrics {
@@ -80,7 +81,10 @@ impl Metrics {
         );
         let plugins = std::sync::Arc::new(crate::plugin::metrics::PluginMetrics::default());
         plugins.register(&mut registry);
+        let proxy = std::sync::Arc::new(crate::proxy::metrics::ProxyMetrics::new());
+        proxy.register(&mut registry);
         Metrics {
+            proxy,
             plugins,
             registry,
             api_requests,

@@ -16,7 +16,7 @@ use crate::config::{Settings, Source};
 use crate::metrics::Metrics;
 use crate::plugin::{self, Limits, Plugins};
 use crate::snapshot::Snapshot;
-use crate::{admin, controller, watcher};
+use crate::{admin, controller, proxy, watcher};
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -42,6 +42,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("starting the plugin runtime")?,
     );
     let plugins_ready = Arc::new(AtomicBool::new(false));
+    let data_plane_cell = Arc::new(std::sync::OnceLock::new());
     let admin_listener = bind(settings.admin_listen, "admin").await?;
     let admin = admin::router(admin::AdminState {
         snapshot: snapshot.clone(),
@@ -49,6 +50,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         plugins: plugins.clone(),
         plugins_ready: plugins_ready.clone(),
+        data_plane: data_plane_cell.clone(),
     });
     tokio::spawn(async move { axum::serve(admin_listener, admin).await });
 
@@ -103,7 +105,30 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             kube::Config::incluster().context("reading the in-cluster service account")?,
         )?,
     };
-    tokio::spawn(watcher::run(client, snapshot, ready, metrics));
+    let (published, published_rx) = tokio::sync::watch::channel(0);
+    tokio::spawn(watcher::run(
+        client,
+        snapshot.clone(),
+        ready,
+        metrics.clone(),
+        published,
+    ));
+    let data_plane = proxy::DataPlane::start(
+        settings.proxy.clone(),
+        snapshot,
+        published_rx,
+        plugins.clone(),
+        metrics.proxy.clone(),
+    )
+    .context("starting the data plane workers")?;
+    data_plane_cell
+        .set(data_plane.clone())
+        .map_err(|_| anyhow::anyhow!("data plane started twice"))?;
+    tracing::info!(
+        workers = settings.proxy.workers,
+        node = %settings.proxy.node_name,
+        "data plane running"
+    );
     // Built-ins first, then what the admin API stored, then files: a later source may
     // replace an earlier one of the same name.
     let files = settings.plugin_files.clone();

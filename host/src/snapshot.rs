@@ -19,7 +19,7 @@ pub fn key(namespace: &str, name: &str) -> ServiceKey {
     Arc::from(format!("{namespace}/{name}"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -354,6 +354,11 @@ impl Snapshot {
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceView>> {
         let k = format!("{namespace}/{name}");
         self.shards[shard_of(&k)].get(k.as_str())
+    }
+
+    /// The Service under its `namespace/name` key.
+    pub fn get_key(&self, key: &str) -> Option<&Arc<ServiceView>> {
+        self.shards[shard_of(key)].get(key)
     }
 
     pub fn len(&self) -> usize {

@@ -146,6 +146,7 @@ pub async fn run(
     snapshot: Arc<ArcSwap<Snapshot>>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    published: tokio::sync::watch::Sender<u64>,
 ) {
     let cfg = watcher::Config::default();
     let services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone())
@@ -190,7 +191,9 @@ pub async fn run(
                 .map(|p| p.endpoints.len() as i64)
                 .sum(),
         );
+        let generation = next.generation;
         snapshot.store(Arc::new(next));
+        published.send_replace(generation);
         metrics.snapshot_publishes.inc();
         metrics
             .snapshot_build_seconds

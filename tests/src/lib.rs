@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod backends;
+pub use backends::Backend;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -139,6 +142,11 @@ pub struct Gateway {
     child: Option<Child>,
     pub api: String,
     pub admin: String,
+    /// The second octet of this gateway's own part of 127.0.0.0/8: cluster IPs come from
+    /// `127.N.0.0/17`, LoadBalancer addresses from `127.N.200.0/24`, NodePorts listen on
+    /// `127.N.250.1`, and tests put their backends on `127.N.220.x`. Gateways running at the
+    /// same time never share a listening address.
+    pub net: u8,
     pub data: tempfile::TempDir,
     kube_cache: tempfile::TempDir,
     extra: Vec<String>,
@@ -151,7 +159,10 @@ impl Gateway {
 
     /// Starts with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Result<Self> {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut g = Gateway {
+            net: (100 + (std::process::id() + n * 7) % 120) as u8,
             child: None,
             api: format!("127.0.0.1:{}", free_port()),
             admin: format!("127.0.0.1:{}", free_port()),
@@ -181,6 +192,7 @@ impl Gateway {
                 "--plugin-cache",
             ])
             .arg(plugin_cache())
+            .args(self.own_addresses())
             .args(&self.extra)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -195,6 +207,33 @@ impl Gateway {
         })
         .with_context(|| format!("gateway log:\n{}", self.log()))?;
         Ok(())
+    }
+
+    /// `--service-cidr`, `--lb-pool`, `--node-ip`, `--node-name` and `--workers` in this
+    /// gateway's part of loopback, unless the test set them.
+    fn own_addresses(&self) -> Vec<String> {
+        let n = self.net;
+        [
+            ("--service-cidr", format!("127.{n}.0.0/17")),
+            ("--lb-pool", format!("127.{n}.200.0/24")),
+            ("--node-ip", self.node_ip()),
+            ("--node-name", "test-node".to_string()),
+            ("--workers", "2".to_string()),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| !self.extra.iter().any(|e| e == flag))
+        .flat_map(|(flag, v)| [flag.to_string(), v])
+        .collect()
+    }
+
+    /// Where NodePorts listen.
+    pub fn node_ip(&self) -> String {
+        format!("127.{}.250.1", self.net)
+    }
+
+    /// The address `127.N.220.last` for a test backend of this gateway.
+    pub fn backend_ip(&self, last: u8) -> String {
+        format!("127.{}.220.{last}", self.net)
     }
 
     pub fn log(&self) -> String {
@@ -277,6 +316,20 @@ impl Drop for Gateway {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs `curl -sS --max-time 5 ARGS...`; returns (exit code, stdout).
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs (scripts/install-test-deps.sh installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz` (API serving, watchers synced, built-in plugins
 //! compiled), `/metrics` (Prometheus text), `/debug/services` and `/debug/services/{ns}/{name}`
-//! (the snapshot as JSON), and the plugin endpoints in [`plugins`]. Reads shared state; writes
-//! only through the plugin runtime.
+//! (the snapshot as JSON), `/debug/listeners` (the data plane's sockets), and the plugin
+//! endpoints in [`plugins`]. Reads shared state; writes only through the plugin runtime.
 
 mod plugins;
 
@@ -26,6 +26,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub plugins: Arc<crate::plugin::Plugins>,
     pub plugins_ready: Arc<AtomicBool>,
+    /// Set once the data plane has started.
+    pub data_plane: Arc<std::sync::OnceLock<Arc<crate::proxy::DataPlane>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -35,6 +37,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/services", get(services))
         .route("/debug/services/{ns}/{name}", get(service))
+        .route("/debug/listeners", get(listeners))
         .merge(plugins::routes())
         .with_state(state)
 }
@@ -74,6 +77,15 @@ async fn services(State(s): State<AdminState>) -> Response {
     let mut list: Vec<_> = snap.services().collect();
     list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     axum::Json(json!({"generation": snap.generation, "services": list})).into_response()
+}
+
+async fn listeners(State(s): State<AdminState>) -> Response {
+    let list = s
+        .data_plane
+        .get()
+        .map(|d| d.listeners())
+        .unwrap_or_default();
+    axum::Json(json!({"listeners": &*list})).into_response()
 }
 
 async fn service(

@@ -32,6 +32,11 @@ pub fn round_robin(port: &PortView, turn: usize) -> Option<usize> {
     port.usable_indices().nth(turn % n)
 }
 
+/// The balancer slot key of a port: its number, plus bit 16 for the node-local view.
+fn port_key(port: &PortView, node_local: bool) -> u32 {
+    port.port as u32 | (node_local as u32) << 16
+}
+
 fn protocol(port: &PortView) -> types::Protocol {
     use crate::snapshot::Protocol as P;
     let http = port
@@ -57,7 +62,12 @@ impl Plugins {
         };
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
-            let slot = slot(&mut w.balancers, self.id, svc, port.port);
+            let slot = slot(
+                &mut w.balancers,
+                self.id,
+                svc,
+                port_key(port, req.node_local),
+            );
             slot.turn = slot.turn.wrapping_add(1);
             let turn = slot.turn;
             let fallback = || Pick {
@@ -172,6 +182,7 @@ impl Plugins {
         &self,
         svc: &Arc<ServiceView>,
         port_index: usize,
+        node_local: bool,
         endpoint_index: usize,
         outcome: types::Outcome,
     ) {
@@ -186,7 +197,7 @@ impl Plugins {
         }
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
-            let slot = slot(&mut w.balancers, self.id, svc, port.port);
+            let slot = slot(&mut w.balancers, self.id, svc, port_key(port, node_local));
             let Some(live) = slot.live.as_mut() else {
                 return;
             };

@@ -191,6 +191,7 @@ fn feedback_reaches_least_conn() {
     p.feedback(
         &svc,
         0,
+        false,
         1,
         Outcome {
             connect_micros: 100,

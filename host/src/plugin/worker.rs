@@ -32,10 +32,13 @@ pub struct Request<'a> {
     pub path: Option<&'a str>,
     /// Looks up a request header (HTTP only); only headers a plugin declared are asked for.
     pub header: Option<&'a HeaderLookup<'a>>,
+    /// The Service view is the node-local subset (traffic policy `Local`): balanced by an
+    /// instance of its own, so the full and the local set do not replace each other's.
+    pub node_local: bool,
 }
 
 /// Finds a request header's value by name.
-pub type HeaderLookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+pub type HeaderLookup<'a> = dyn Fn(&str) -> Option<String> + Sync + 'a;
 
 impl Request<'_> {
     pub fn tcp(client: SocketAddr) -> Self {
@@ -45,6 +48,7 @@ impl Request<'_> {
             method: None,
             path: None,
             header: None,
+            node_local: false,
         }
     }
 }
@@ -86,7 +90,7 @@ pub(super) struct Live<B> {
 pub(super) struct Slot<B> {
     namespace: Box<str>,
     name: Box<str>,
-    port: u16,
+    port: u32,
     /// The native round-robin's turn for this port on this worker.
     pub turn: usize,
     pub live: Option<Live<B>>,
@@ -95,7 +99,7 @@ pub(super) struct Slot<B> {
 }
 
 impl<B> Slot<B> {
-    fn new(svc: &ServiceView, port: u16) -> Self {
+    fn new(svc: &ServiceView, port: u32) -> Self {
         Slot {
             namespace: svc.namespace.clone().into(),
             name: svc.name.clone().into(),
@@ -106,7 +110,7 @@ impl<B> Slot<B> {
         }
     }
 
-    fn is_for(&self, svc: &ServiceView, port: u16) -> bool {
+    fn is_for(&self, svc: &ServiceView, port: u32) -> bool {
         self.port == port && *self.namespace == *svc.namespace && *self.name == *svc.name
     }
 }
@@ -129,12 +133,13 @@ thread_local! {
 /// from every snapshot are dropped.
 const PRUNE_AT: usize = 4096;
 
-/// This worker's slot for `svc`'s `port` (port 0: the whole Service).
+/// This worker's slot for `svc`'s `port` (port 0: the whole Service; bit 16 set: the
+/// node-local view of the port).
 pub(super) fn slot<'a, B>(
     slots: &'a mut Slots<B>,
     runtime: u64,
     svc: &ServiceView,
-    port: u16,
+    port: u32,
 ) -> &'a mut Slot<B> {
     if slots.len() > PRUNE_AT {
         slots.retain(|_, s| s.live.as_ref().is_some_and(|l| l.pushed.strong_count() > 0));

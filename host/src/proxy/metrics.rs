@@ -1,0 +1,313 @@
+//! The data plane's Prometheus families, and [`PortMetrics`]: the handles of one Service port,
+//! resolved once when a listener's target is built so the hot path only touches atomics
+//! (no family lookup, no label formatting per connection).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::snapshot::ServiceView;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+fn latency() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+fn pick_latency() -> Histogram {
+    // 250 ns .. ~0.5 ms
+    Histogram::new(exponential_buckets(0.00000025, 2.0, 12))
+}
+
+/// Why a connection, flow or request was refused or failed.
+#[derive(Clone, Copy, Debug)]
+pub enum Reason {
+    NoEndpoint,
+    SourceRange,
+    Policy,
+    ConnectFailed,
+}
+
+impl Reason {
+    const ALL: [Reason; 4] = [
+        Reason::NoEndpoint,
+        Reason::SourceRange,
+        Reason::Policy,
+        Reason::ConnectFailed,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Reason::NoEndpoint => "no_endpoint",
+            Reason::SourceRange => "source_range",
+            Reason::Policy => "policy",
+            Reason::ConnectFailed => "connect_failed",
+        }
+    }
+}
+
+pub struct ProxyMetrics {
+    connections: Family<PortLabels, Counter>,
+    active: Family<PortLabels, Gauge>,
+    received: Family<PortLabels, Counter>,
+    sent: Family<PortLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    connect_errors: Family<PortLabels, Counter>,
+    connect_seconds: Family<PortLabels, Histogram, fn() -> Histogram>,
+    response_seconds: Family<PortLabels, Histogram, fn() -> Histogram>,
+    pick_seconds: Family<PortLabels, Histogram, fn() -> Histogram>,
+    requests: Family<CodeLabels, Counter>,
+    picks: Family<EndpointLabels, Counter>,
+    pub listeners: Family<StateLabels, Gauge>,
+    pub bind_errors: Counter,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        ProxyMetrics {
+            connect_seconds: Family::new_with_constructor(latency),
+            response_seconds: Family::new_with_constructor(latency),
+            pick_seconds: Family::new_with_constructor(pick_latency),
+            connections: Family::default(),
+            active: Family::default(),
+            received: Family::default(),
+            sent: Family::default(),
+            rejected: Family::default(),
+            connect_errors: Family::default(),
+            requests: Family::default(),
+            picks: Family::default(),
+            listeners: Family::default(),
+            bind_errors: Counter::default(),
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("proxy");
+        r.register(
+            "connections",
+            "Connections (TCP), flows (UDP) or requests (HTTP) accepted per Service port",
+            self.connections.clone(),
+        );
+        r.register(
+            "connections_active",
+            "Open proxied connections and UDP flows per Service port",
+            self.active.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes from clients per Service port",
+            self.received.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Bytes to clients per Service port",
+            self.sent.clone(),
+        );
+        r.register(
+            "rejected",
+            "Connections, flows or requests refused or failed, by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "upstream_connect_errors",
+            "Upstream connect attempts that failed or timed out (each retry counts)",
+            self.connect_errors.clone(),
+        );
+        r.register(
+            "upstream_connect_seconds",
+            "Time to connect to the chosen endpoint",
+            self.connect_seconds.clone(),
+        );
+        r.register(
+            "upstream_response_seconds",
+            "HTTP: time from sending the request upstream to its response head",
+            self.response_seconds.clone(),
+        );
+        r.register(
+            "pick_seconds",
+            "Time to choose an endpoint (plugin call or native round-robin)",
+            self.pick_seconds.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by status code",
+            self.requests.clone(),
+        );
+        r.register(
+            "endpoint_picks",
+            "Times each endpoint was chosen",
+            self.picks.clone(),
+        );
+        r.register(
+            "listeners",
+            "Listening sockets by state (bound, failed)",
+            self.listeners.clone(),
+        );
+        r.register(
+            "listener_bind_errors",
+            "Attempts to bind a listener that failed (retried)",
+            self.bind_errors.clone(),
+        );
+    }
+
+    /// The handles for `svc`'s port `port_index`, with one pick counter per endpoint of
+    /// `endpoints_of` (the view the target balances over).
+    pub fn port(
+        &self,
+        svc: &ServiceView,
+        port_index: usize,
+        endpoints_of: &ServiceView,
+    ) -> PortMetrics {
+        let p = &svc.ports[port_index];
+        let labels = PortLabels {
+            namespace: svc.namespace.clone(),
+            service: svc.name.clone(),
+            port: if p.name.is_empty() {
+                p.port.to_string()
+            } else {
+                p.name.clone()
+            },
+        };
+        let reason = |r: Reason| {
+            self.rejected
+                .get_or_create(&ReasonLabels {
+                    namespace: labels.namespace.clone(),
+                    service: labels.service.clone(),
+                    port: labels.port.clone(),
+                    reason: r.label().into(),
+                })
+                .clone()
+        };
+        PortMetrics {
+            connections: self.connections.get_or_create(&labels).clone(),
+            active: self.active.get_or_create(&labels).clone(),
+            received: self.received.get_or_create(&labels).clone(),
+            sent: self.sent.get_or_create(&labels).clone(),
+            rejected: Reason::ALL.map(reason),
+            connect_errors: self.connect_errors.get_or_create(&labels).clone(),
+            connect_seconds: self.connect_seconds.get_or_create(&labels).clone(),
+            response_seconds: self.response_seconds.get_or_create(&labels).clone(),
+            pick_seconds: self.pick_seconds.get_or_create(&labels).clone(),
+            picks: endpoints_of.ports[port_index]
+                .endpoints
+                .iter()
+                .map(|e| {
+                    self.picks
+                        .get_or_create(&EndpointLabels {
+                            namespace: labels.namespace.clone(),
+                            service: labels.service.clone(),
+                            port: labels.port.clone(),
+                            endpoint: std::net::SocketAddr::new(e.addr, e.port).to_string(),
+                        })
+                        .clone()
+                })
+                .collect(),
+            codes: std::array::from_fn(|class| {
+                self.requests
+                    .get_or_create(&CodeLabels {
+                        namespace: labels.namespace.clone(),
+                        service: labels.service.clone(),
+                        port: labels.port.clone(),
+                        code: format!("{}xx", class + 1),
+                    })
+                    .clone()
+            }),
+        }
+    }
+}
+
+/// One Service port's metric handles (atomics shared with the registered families).
+#[derive(Clone)]
+pub struct PortMetrics {
+    pub connections: Counter,
+    pub active: Gauge,
+    pub received: Counter,
+    pub sent: Counter,
+    rejected: [Counter; 4],
+    pub connect_errors: Counter,
+    pub connect_seconds: Histogram,
+    pub response_seconds: Histogram,
+    pub pick_seconds: Histogram,
+    /// Per endpoint, in the target's endpoint order.
+    pub picks: Box<[Counter]>,
+    /// HTTP responses by class: 1xx .. 5xx.
+    pub codes: [Counter; 5],
+}
+
+impl PortMetrics {
+    /// Handles registered nowhere (tests).
+    pub fn detached() -> Self {
+        PortMetrics {
+            connections: Counter::default(),
+            active: Gauge::default(),
+            received: Counter::default(),
+            sent: Counter::default(),
+            rejected: Default::default(),
+            connect_errors: Counter::default(),
+            connect_seconds: latency(),
+            response_seconds: latency(),
+            pick_seconds: pick_latency(),
+            picks: Box::default(),
+            codes: Default::default(),
+        }
+    }
+
+    pub fn reject(&self, r: Reason) {
+        self.rejected[r as usize].inc();
+    }
+
+    pub fn picked(&self, index: usize) {
+        if let Some(c) = self.picks.get(index) {
+            c.inc();
+        }
+    }
+
+    pub fn status(&self, code: u16) {
+        if let Some(c) = self.codes.get((code / 100) as usize - 1) {
+            c.inc();
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The data plane: terminates ClusterIP, NodePort, LoadBalancer and external-IP traffic and
+//! forwards it to endpoints, calling the plugins on every new connection, flow or request.
+//!
+//! Data flows snapshot → [`listeners`] (reconciler, main runtime) → per-worker accept loops
+//! ([`tcp`], [`udp`]) → [`DataPlane::choose`] (affinity, balancer plugin or native
+//! round-robin over [`select::Target`]) → backends. The decisions ([`table`], [`select`])
+//! are sans-IO; this module only wires them to sockets.
+
+pub mod listeners;
+pub mod metrics;
+pub mod select;
+pub mod table;
+mod tcp;
+mod udp;
+mod workers;
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::plugin::{Plugins, Request, Verdict};
+use crate::snapshot::Snapshot;
+use listeners::ListenerInfo;
+use metrics::ProxyMetrics;
+use select::{Affinity, Target};
+
+/// The data plane's settings (from `serve` flags).
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// NodePorts listen here.
+    pub node_ip: IpAddr,
+    /// This node's name: endpoints with this `nodeName` are node-local.
+    pub node_name: String,
+    pub workers: usize,
+    pub connect_timeout: Duration,
+    /// Endpoints tried per connection before giving up.
+    pub connect_attempts: usize,
+    pub udp_timeout: Duration,
+}
+
+pub struct DataPlane {
+    pub settings: ProxySettings,
+    pub plugins: Arc<Plugins>,
+    pub metrics: Arc<ProxyMetrics>,
+    affinity: Affinity,
+    workers: workers::Workers,
+    listeners: ArcSwap<Vec<ListenerInfo>>,
+}
+
+thread_local! {
+    static PICKS: Cell<u32> = const { Cell::new(0) };
+}
+
+impl DataPlane {
+    /// Starts the worker threads and the listener reconciler (on the calling runtime).
+    pub fn start(
+        settings: ProxySettings,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        published: watch::Receiver<u64>,
+        plugins: Arc<Plugins>,
+        metrics: Arc<ProxyMetrics>,
+    ) -> std::io::Result<Arc<Self>> {
+        let dp = Arc::new(DataPlane {
+            workers: workers::Workers::start(settings.workers)?,
+            settings,
+            plugins,
+            metrics,
+            affinity: Affinity::default(),
+            listeners: ArcSwap::from_pointee(Vec::new()),
+        });
+        tokio::spawn(listeners::run(dp.clone(), snapshot, published));
+        Ok(dp)
+    }
+
+    /// The open (and failing) listeners, as of the last reconcile.
+    pub fn listeners(&self) -> Arc<Vec<ListenerInfo>> {
+        self.listeners.load_full()
+    }
+
+    /// The Service's policy plugin admits the connection (no policy: yes).
+    fn admit(&self, t: &Target, req: &Request<'_>) -> bool {
+        t.view.plugins.policy.is_none()
+            || self.plugins.on_connect(&t.view, req, t.port().port) == Verdict::Allow
+    }
+
+    /// The endpoint for a new connection, flow or request, skipping `tried` ones: the client's
+    /// affinity binding if live, else the balancer plugin's pick if it names a usable
+    /// endpoint, else native round-robin. `None`: no usable endpoint is left.
+    fn choose(&self, t: &Target, req: &Request<'_>, tried: &[usize]) -> Option<usize> {
+        let client = req.client.ip();
+        if tried.is_empty()
+            && t.affinity.is_some()
+            && let Some(i) = self.affinity.get(t, client, Instant::now())
+        {
+            return Some(i);
+        }
+        let index = if t.view.plugins.balancer.is_some() && !t.usable.is_empty() {
+            // Time one pick in 16: the clock costs as much as a native pick.
+            let timed = PICKS.with(|c| {
+                c.set(c.get().wrapping_add(1));
+                c.get() % 16 == 0
+            });
+            let started = timed.then(Instant::now);
+            let p = self.plugins.pick(&t.view, t.route.port_index, req);
+            if let Some(s) = started {
+                t.metrics.pick_seconds.observe(s.elapsed().as_secs_f64());
+            }
+            match p.index {
+                Some(i) if t.is_usable(i) && !tried.contains(&i) => Some(i),
+                _ => t.round_robin(tried),
+            }
+        } else {
+            t.round_robin(tried)
+        };
+        if let Some(i) = index {
+            t.metrics.picked(i);
+            if t.affinity.is_some() {
+                self.affinity.put(t, client, i, Instant::now());
+            }
+        }
+        index
+    }
+}

@@ -1,0 +1,163 @@
+//! L4 TCP: accept → source ranges → policy `on-connect` → pick (affinity, plugin or native)
+//! → connect with a timeout, retrying other endpoints (bounded) and telling the balancer how
+//! each attempt went → bidirectional copy with half-close. Refusals reset the connection
+//! (RST), as kube-proxy rejects traffic for a Service without endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::DataPlane;
+use super::metrics::Reason;
+use super::select::Target;
+use crate::plugin::Request;
+use crate::plugin::bindings::types::Outcome;
+
+/// Copy buffer per direction: 2 × this per proxied connection.
+const BUF: usize = 8 * 1024;
+
+/// Accepts on one worker's socket until the listener is closed (its task aborted).
+pub(super) async fn serve(
+    std: std::net::TcpListener,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) {
+    let listener = match TcpListener::from_std(std) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "registering a listener with the worker");
+            return;
+        }
+    };
+    let mut last_error: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let t = target.load_full();
+                tokio::spawn(connection(sock, peer, t, dp.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accept failed");
+                    last_error = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Closes `sock` with a reset rather than a FIN.
+fn reset(sock: TcpStream) {
+    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+}
+
+async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<DataPlane>) {
+    let m = &t.metrics;
+    m.connections.inc();
+    if !t.admits(peer.ip()) {
+        m.reject(Reason::SourceRange);
+        return reset(sock);
+    }
+    let mut req = Request::tcp(peer);
+    req.node_local = t.node_local;
+    let Some((mut upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
+        return reset(sock);
+    };
+    let _ = sock.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    m.active.inc();
+    let mut sock = sock;
+    let result = tokio::io::copy_bidirectional_with_sizes(&mut sock, &mut upstream, BUF, BUF).await;
+    m.active.dec();
+    if let Ok((from_client, to_client)) = result {
+        m.received.inc_by(from_client);
+        m.sent.inc_by(to_client);
+    }
+    dp.feedback(&t, index, connect_micros, 0, true);
+}
+
+impl DataPlane {
+    /// Policy, pick and connect with bounded retries; `None` when the connection must be
+    /// refused (counted with its reason).
+    pub(super) async fn connect(
+        &self,
+        t: &Target,
+        req: &Request<'_>,
+    ) -> Option<(TcpStream, usize, u32)> {
+        let m = &t.metrics;
+        if !self.admit(t, req) {
+            m.reject(Reason::Policy);
+            return None;
+        }
+        let mut tried = [usize::MAX; MAX_ATTEMPTS];
+        for attempt in 0..self.settings.connect_attempts.min(MAX_ATTEMPTS) {
+            let Some(index) = self.choose(t, req, &tried[..attempt]) else {
+                m.reject(if attempt == 0 {
+                    Reason::NoEndpoint
+                } else {
+                    Reason::ConnectFailed
+                });
+                return None;
+            };
+            tried[attempt] = index;
+            let addr = t.endpoint_addr(index);
+            let started = Instant::now();
+            let result =
+                tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await;
+            let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+            match result {
+                Ok(Ok(s)) => {
+                    m.connect_seconds.observe(micros as f64 / 1e6);
+                    return Some((s, index, micros));
+                }
+                Ok(Err(e)) => self.connect_failed(t, index, micros, &e.to_string()),
+                Err(_) => self.connect_failed(t, index, micros, "timed out"),
+            }
+            self.affinity.forget(t, req.client.ip());
+        }
+        m.reject(Reason::ConnectFailed);
+        None
+    }
+
+    fn connect_failed(&self, t: &Target, index: usize, micros: u32, error: &str) {
+        t.metrics.connect_errors.inc();
+        self.feedback(t, index, micros, 0, false);
+        let addr = t.endpoint_addr(index);
+        tracing::debug!(service = %t.route.service, endpoint = %addr, error, "upstream connect failed");
+    }
+}
+
+impl DataPlane {
+    /// Tells the balancer plugin (if any) how a connection or request it picked for went:
+    /// once per pick, when it finishes (or its connect fails).
+    pub(super) fn feedback(
+        &self,
+        t: &Target,
+        index: usize,
+        connect_micros: u32,
+        response_micros: u32,
+        success: bool,
+    ) {
+        if t.view.plugins.balancer.is_some() {
+            self.plugins.feedback(
+                &t.view,
+                t.route.port_index,
+                t.node_local,
+                index,
+                Outcome {
+                    connect_micros,
+                    response_micros,
+                    success,
+                },
+            );
+        }
+    }
+}
+
+/// Most endpoints tried for one connection.
+pub(super) const MAX_ATTEMPTS: usize = 8;

@@ -1,0 +1,174 @@
+//! L4 UDP: a flow per client address, picked once (source ranges, policy, balancer) and kept
+//! until it is idle for `--udp-timeout`. Each flow has its own connected upstream socket;
+//! replies go back to the client from the listening socket, so they come from the Service
+//! address the client sent to. The flows' tasks live in the listener task's `JoinSet`, so
+//! closing the listener ends them at once.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+
+use super::DataPlane;
+use super::metrics::Reason;
+use super::select::Target;
+use crate::plugin::Request;
+use crate::plugin::bindings::types::Protocol;
+
+struct Flow {
+    upstream: Arc<UdpSocket>,
+    /// Milliseconds since `epoch` of the last datagram either way.
+    last: AtomicU64,
+    refused: AtomicBool,
+}
+
+type Flows = Arc<Mutex<FxHashMap<SocketAddr, Arc<Flow>>>>;
+
+thread_local! {
+    /// One datagram buffer per worker for replies (flows on a worker never run at once).
+    static REPLY: RefCell<Box<[u8]>> = RefCell::new(vec![0; 65536].into_boxed_slice());
+}
+
+pub(super) async fn serve(
+    std: std::net::UdpSocket,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) {
+    let sock = match UdpSocket::from_std(std) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "registering a UDP listener with the worker");
+            return;
+        }
+    };
+    let epoch = Instant::now();
+    let flows: Flows = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, client)) = r else { continue };
+                let known = flows.lock().get(&client).cloned();
+                let flow = match known {
+                    Some(f) => f,
+                    None => {
+                        let t = target.load_full();
+                        let Some(f) = open(&t, client, &dp).await else { continue };
+                        flows.lock().insert(client, f.clone());
+                        tasks.spawn(replies(f.clone(), client, sock.clone(), flows.clone(), t, dp.clone(), epoch));
+                        f
+                    }
+                };
+                flow.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                target.load().metrics.received.inc_by(n as u64);
+                let _ = flow.upstream.send(&buf[..n]).await;
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+/// A new flow: admission and pick; `None` drops the datagram (counted).
+async fn open(t: &Arc<Target>, client: SocketAddr, dp: &DataPlane) -> Option<Arc<Flow>> {
+    let m = &t.metrics;
+    m.connections.inc();
+    if !t.admits(client.ip()) {
+        m.reject(Reason::SourceRange);
+        return None;
+    }
+    let mut req = Request::tcp(client);
+    req.protocol = Protocol::Udp;
+    req.node_local = t.node_local;
+    if !dp.admit(t, &req) {
+        m.reject(Reason::Policy);
+        return None;
+    }
+    let Some(index) = dp.choose(t, &req, &[]) else {
+        m.reject(Reason::NoEndpoint);
+        return None;
+    };
+    let addr = t.endpoint_addr(index);
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let upstream = match UdpSocket::bind(local).await {
+        Ok(u) if u.connect(addr).await.is_ok() => u,
+        _ => {
+            m.reject(Reason::ConnectFailed);
+            dp.feedback(t, index, 0, 0, false);
+            return None;
+        }
+    };
+    m.active.inc();
+    Some(Arc::new(Flow {
+        upstream: Arc::new(upstream),
+        last: AtomicU64::new(0),
+        refused: AtomicBool::new(false),
+    }))
+}
+
+async fn replies(
+    flow: Arc<Flow>,
+    client: SocketAddr,
+    sock: Arc<UdpSocket>,
+    flows: Flows,
+    t: Arc<Target>,
+    dp: Arc<DataPlane>,
+    epoch: Instant,
+) {
+    let idle = dp.settings.udp_timeout;
+    let index = t
+        .find(flow.upstream.peer_addr().unwrap_or(client))
+        .unwrap_or(usize::MAX);
+    loop {
+        let since = epoch.elapsed().as_millis() as u64 - flow.last.load(Ordering::Relaxed);
+        let left = idle.saturating_sub(Duration::from_millis(since));
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, flow.upstream.readable()).await {
+            Err(_) => continue, // re-check: the client may have sent meanwhile
+            Ok(Err(_)) => break,
+            Ok(Ok(())) => {
+                let got = REPLY.with(|b| {
+                    let mut b = b.borrow_mut();
+                    match flow.upstream.try_recv(&mut b) {
+                        Ok(n) => {
+                            let _ = sock.try_send_to(&b[..n], client);
+                            Ok(n)
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                match got {
+                    Ok(n) => {
+                        flow.last
+                            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        t.metrics.sent.inc_by(n as u64);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // ICMP port unreachable: nobody listens on the endpoint any more.
+                    Err(_) => {
+                        flow.refused.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    flows.lock().remove(&client);
+    t.metrics.active.dec();
+    if index != usize::MAX {
+        dp.feedback(&t, index, 0, 0, !flow.refused.load(Ordering::Relaxed));
+    }
+}

@@ -1,0 +1,58 @@
+//! The data plane's worker threads: each runs a single-threaded tokio runtime, so a
+//! connection stays on one thread from accept to close (no work stealing, no cross-thread
+//! wake-ups) and plugin instances stay thread-local. Listeners are bound once per worker
+//! with `SO_REUSEPORT`, so the kernel spreads connections over the workers.
+
+use std::future::Future;
+
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+pub struct Workers {
+    handles: Vec<Handle>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads (at least one).
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut handles = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("switchyard-worker-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                })?;
+            handles.push(
+                rx.recv()
+                    .map_err(|_| std::io::Error::other("worker thread died while starting"))??,
+            );
+        }
+        Ok(Workers { handles })
+    }
+
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Runs `task` on worker `i`; the handle stops it.
+    pub fn spawn<F>(&self, i: usize, task: F) -> AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handles[i % self.handles.len()]
+            .spawn(task)
+            .abort_handle()
+    }
+}

@@ -1,0 +1,581 @@
+//! The data plane against the real binary: Services created with kubectl, traffic sent with
+//! curl and plain sockets to Python backends on 127.0.0.0/8. Every Service type, multi-port
+//! with named targetPorts, UDP, session affinity, traffic policies, source ranges, refusals,
+//! a backend killed mid-run, endpoints changed under load, listeners closed on delete, and a
+//! plugin swapped under load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::{TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_e2e::{Backend, Gateway, curl, http, stderr, switchyard, wait_for, wasm};
+
+fn jsonpath(g: &Gateway, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend(what);
+    let p = format!("jsonpath={path}");
+    args.extend(["-o", &p]);
+    g.ok(&args).trim().to_string()
+}
+
+/// A Service (spec given as YAML flow mapping entries) plus a selector-less Endpoints object
+/// whose one port is `port` (a YAML flow mapping, or a bare number).
+fn service(
+    g: &Gateway,
+    name: &str,
+    spec: &str,
+    endpoints: &[(String, &str)],
+    port: impl std::fmt::Display,
+) {
+    let port = port.to_string();
+    let port = if port.parse::<u16>().is_ok() {
+        format!("{{port: {port}}}")
+    } else {
+        port
+    };
+    let addrs: String = endpoints
+        .iter()
+        .map(|(ip, node)| format!("  - ip: {ip}\n    nodeName: {node}\n"))
+        .collect();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\nsubsets:\n- addresses:\n{addrs}  ports:\n  - {port}\n"
+    );
+    let out = g.apply("apply", &manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn listeners(g: &Gateway) -> Vec<Value> {
+    let (_, body) = g.admin_get("/debug/listeners").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["listeners"].as_array().unwrap().clone()
+}
+
+/// Waits until `addr` is a bound listener with `usable` endpoints.
+fn wait_listener(g: &Gateway, addr: &str, usable: u64) {
+    wait_for(Duration::from_secs(10), &format!("listener {addr}"), || {
+        listeners(g)
+            .iter()
+            .any(|l| {
+                l["address"] == addr && l["state"] == "bound" && l["usable_endpoints"] == usable
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", listeners(g), g.log()));
+}
+
+/// The backend names that answered `n` GETs to `url` (curl, a new connection each).
+fn served_by(url: &str, n: usize, extra: &[&str]) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let mut args = extra.to_vec();
+            args.push(url);
+            let (code, body) = curl(&args);
+            assert_eq!(code, 0, "curl {url} failed: {body}");
+            body.split_whitespace().next().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+fn distinct(v: &[String]) -> BTreeSet<String> {
+    v.iter().cloned().collect()
+}
+
+fn backends(g: &Gateway, last: &[u8], port: u16) -> Vec<Backend> {
+    last.iter()
+        .map(|i| Backend::http(&g.backend_ip(*i), port, &format!("b{i}")).unwrap())
+        .collect()
+}
+
+fn names(last: &[u8]) -> BTreeSet<String> {
+    last.iter().map(|i| format!("b{i}")).collect()
+}
+
+fn metric(g: &Gateway, prefix: &str) -> f64 {
+    let (_, body) = g.admin_get("/metrics").unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn every_service_type_reaches_every_backend_and_delete_closes_listeners() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[11, 12, 13], 9376);
+    let eps: Vec<(String, &str)> = [11, 12, 13]
+        .iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect();
+    service(
+        &g,
+        "web",
+        "type: LoadBalancer, ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    let cluster_ip = jsonpath(&g, &["svc", "web"], "{.spec.clusterIP}");
+    let node_port = jsonpath(&g, &["svc", "web"], "{.spec.ports[0].nodePort}");
+    let lb_ip = jsonpath(&g, &["svc", "web"], "{.status.loadBalancer.ingress[0].ip}");
+    assert!(lb_ip.starts_with(&format!("127.{}.200.", g.net)), "{lb_ip}");
+    let addrs = [
+        format!("{cluster_ip}:80"),
+        format!("{}:{node_port}", g.node_ip()),
+        format!("{lb_ip}:80"),
+    ];
+    for a in &addrs {
+        wait_listener(&g, a, 3);
+        let seen = served_by(&format!("http://{a}/"), 9, &[]);
+        assert_eq!(distinct(&seen), names(&[11, 12, 13]), "{a}: {seen:?}");
+    }
+    assert!(
+        metric(
+            &g,
+            "switchyard_proxy_connections_total{namespace=\"default\",service=\"web\""
+        ) >= 27.0
+    );
+
+    g.ok(&["delete", "svc", "web"]);
+    let deleted = Instant::now();
+    for a in &addrs {
+        wait_for(Duration::from_secs(2), &format!("{a} to refuse"), || {
+            TcpStream::connect(a).is_err().then_some(())
+        })
+        .unwrap();
+    }
+    assert!(deleted.elapsed() < Duration::from_secs(2));
+    assert!(!listeners(&g).iter().any(|l| l["service"] == "default/web"));
+}
+
+fn set_pod_status(g: &Gateway, pod: &str, ip: &str) {
+    let patch = format!(
+        r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+    );
+    g.ok(&[
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+}
+
+#[test]
+fn multi_port_service_with_named_target_ports() {
+    let g = Gateway::start().unwrap();
+    let ip = g.backend_ip(21);
+    let _web = Backend::http(&ip, 9376, "web").unwrap();
+    let _admin = Backend::http(&ip, 9377, "admin").unwrap();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: multi-1, labels: {app: multi}}\n\
+        spec: {nodeName: test-node, containers: [{name: app, image: x, ports: [{name: http, containerPort: 9376}, {name: metrics, containerPort: 9377}]}]}\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata: {name: multi}\nspec: {selector: {app: multi}, ports: [\
+        {name: web, port: 80, targetPort: http}, {name: admin, port: 8080, targetPort: metrics}]}\n";
+    let out = g.apply("apply", manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+    set_pod_status(&g, "multi-1", &ip);
+    let cip = jsonpath(&g, &["svc", "multi"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 1);
+    wait_listener(&g, &format!("{cip}:8080"), 1);
+    assert_eq!(served_by(&format!("http://{cip}/"), 2, &[]), ["web", "web"]);
+    assert_eq!(
+        served_by(&format!("http://{cip}:8080/"), 2, &[]),
+        ["admin", "admin"]
+    );
+}
+
+#[test]
+fn udp_flows_round_trip_from_the_service_address() {
+    let g = Gateway::start().unwrap();
+    let _b: Vec<Backend> = [31u8, 32]
+        .iter()
+        .map(|i| Backend::udp_echo(&g.backend_ip(*i), 5300, &format!("u{i}")).unwrap())
+        .collect();
+    let eps: Vec<(String, &str)> = [31, 32]
+        .iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect();
+    service(
+        &g,
+        "dns",
+        "ports: [{name: dns, port: 53, protocol: UDP, targetPort: 5300}]",
+        &eps,
+        "{name: dns, port: 5300, protocol: UDP}",
+    );
+    let cip = jsonpath(&g, &["svc", "dns"], "{.spec.clusterIP}");
+    let svc_addr = format!("{cip}:53");
+    wait_listener(&g, &svc_addr, 2);
+    let mut seen = BTreeMap::new();
+    for client in 0..6 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut first = None;
+        for round in 0..3 {
+            s.send_to(format!("hello {client} {round}").as_bytes(), &svc_addr)
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let (n, from) = s.recv_from(&mut buf).expect("a reply within 2 s");
+            assert_eq!(
+                from.to_string(),
+                svc_addr,
+                "the reply comes from the Service address"
+            );
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(text.ends_with(&format!("hello {client} {round}")), "{text}");
+            let name = text.split(' ').next().unwrap().to_string();
+            // One flow, one backend.
+            assert_eq!(first.get_or_insert(name.clone()), &name);
+        }
+        *seen.entry(first.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "flows spread over both backends: {seen:?}");
+    assert!(
+        metric(
+            &g,
+            "switchyard_proxy_connections_active{namespace=\"default\",service=\"dns\""
+        ) >= 6.0
+    );
+}
+
+#[test]
+fn session_affinity_client_ip_sticks_per_client() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[51, 52, 53], 9376);
+    let eps: Vec<(String, &str)> = [51, 52, 53]
+        .iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect();
+    service(
+        &g,
+        "sticky",
+        "sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}, ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    let cip = jsonpath(&g, &["svc", "sticky"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 3);
+    let mut per_client = BTreeSet::new();
+    for c in 1..=6u8 {
+        let from = format!("127.{}.230.{c}", g.net);
+        let seen = served_by(&format!("http://{cip}/"), 5, &["--interface", &from]);
+        assert_eq!(distinct(&seen).len(), 1, "client {from} moved: {seen:?}");
+        per_client.insert(seen[0].clone());
+    }
+    assert!(
+        per_client.len() >= 2,
+        "all six clients on one backend: {per_client:?}"
+    );
+}
+
+#[test]
+fn traffic_policy_local_keeps_traffic_on_this_node() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[41, 42, 43], 9376);
+    let eps = vec![
+        (g.backend_ip(41), "test-node"),
+        (g.backend_ip(42), "test-node"),
+        (g.backend_ip(43), "other-node"),
+    ];
+    service(
+        &g,
+        "ext",
+        "type: NodePort, externalTrafficPolicy: Local, ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    service(
+        &g,
+        "int",
+        "internalTrafficPolicy: Local, ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    let ext_ip = jsonpath(&g, &["svc", "ext"], "{.spec.clusterIP}");
+    let np = jsonpath(&g, &["svc", "ext"], "{.spec.ports[0].nodePort}");
+    let int_ip = jsonpath(&g, &["svc", "int"], "{.spec.clusterIP}");
+    let node = format!("{}:{np}", g.node_ip());
+    wait_listener(&g, &node, 2);
+    wait_listener(&g, &format!("{ext_ip}:80"), 3);
+    wait_listener(&g, &format!("{int_ip}:80"), 2);
+    let local = names(&[41, 42]);
+    assert_eq!(
+        distinct(&served_by(&format!("http://{node}/"), 8, &[])),
+        local
+    );
+    assert_eq!(
+        distinct(&served_by(&format!("http://{ext_ip}/"), 9, &[])),
+        names(&[41, 42, 43])
+    );
+    assert_eq!(
+        distinct(&served_by(&format!("http://{int_ip}/"), 8, &[])),
+        local
+    );
+}
+
+#[test]
+fn source_ranges_guard_load_balancer_addresses_only() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[61], 9376);
+    let allowed = format!("127.{}.230.0/24", g.net);
+    service(
+        &g,
+        "guarded",
+        &format!(
+            "type: LoadBalancer, loadBalancerSourceRanges: [\"{allowed}\"], ports: [{{port: 80, targetPort: 9376}}]"
+        ),
+        &[(g.backend_ip(61), "test-node")],
+        9376,
+    );
+    let lb = jsonpath(
+        &g,
+        &["svc", "guarded"],
+        "{.status.loadBalancer.ingress[0].ip}",
+    );
+    let np = jsonpath(&g, &["svc", "guarded"], "{.spec.ports[0].nodePort}");
+    wait_listener(&g, &format!("{lb}:80"), 1);
+    let inside = format!("127.{}.230.9", g.net);
+    assert_eq!(
+        served_by(&format!("http://{lb}/"), 1, &["--interface", &inside]),
+        ["b61"]
+    );
+    let (code, _) = curl(&[&format!("http://{lb}/")]);
+    assert_ne!(code, 0, "127.0.0.1 is outside {allowed}");
+    assert_eq!(
+        served_by(&format!("http://{}:{np}/", g.node_ip()), 1, &[]),
+        ["b61"]
+    );
+    assert_eq!(
+        metric(
+            &g,
+            "switchyard_proxy_rejected_total{namespace=\"default\",service=\"guarded\",port=\"80\",reason=\"source_range\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn no_ready_endpoint_resets_at_once() {
+    let g = Gateway::start().unwrap();
+    g.apply(
+        "apply",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {ports: [{port: 80}]}\n",
+    );
+    let cip = jsonpath(&g, &["svc", "empty"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 0);
+    let started = Instant::now();
+    let mut s = TcpStream::connect(format!("{cip}:80")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let err = s.read(&mut buf).expect_err("reset, not data or EOF");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        metric(
+            &g,
+            "switchyard_proxy_rejected_total{namespace=\"default\",service=\"empty\",port=\"80\",reason=\"no_endpoint\"}"
+        ),
+        1.0
+    );
+}
+
+/// When each request finished, and the backend that served it or the error.
+type Outcomes = Vec<(Instant, Result<String, String>)>;
+
+/// Clients sending GETs (a new connection each) until stopped; at most 60 s.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Outcomes>>,
+}
+
+impl Load {
+    fn start(addr: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, addr) = (stop.clone(), addr.to_string());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut out = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let r = match http("GET", &addr, "/", "text/plain", b"") {
+                            Ok((200, body)) => {
+                                Ok(body.split_whitespace().next().unwrap_or("").to_string())
+                            }
+                            Ok((code, body)) => Err(format!("{code} {body}")),
+                            Err(e) => Err(format!("{e:#}")),
+                        };
+                        out.push((Instant::now(), r));
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Outcomes {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all: Vec<_> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_by_key(|(t, _)| *t);
+        all
+    }
+}
+
+fn failures(results: &[(Instant, Result<String, String>)]) -> Vec<&String> {
+    results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect()
+}
+
+#[test]
+fn a_backend_killed_mid_run_costs_at_most_its_requests_in_flight() {
+    let g = Gateway::start().unwrap();
+    let mut b = backends(&g, &[71, 72, 73], 9376);
+    let eps: Vec<(String, &str)> = [71, 72, 73]
+        .iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect();
+    service(
+        &g,
+        "kill",
+        "ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    let cip = jsonpath(&g, &["svc", "kill"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 3);
+    const CLIENTS: usize = 4;
+    let load = Load::start(&format!("{cip}:80"), CLIENTS);
+    std::thread::sleep(Duration::from_millis(700));
+    b[1].kill();
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let results = load.finish();
+    let failed = failures(&results);
+    let after: Vec<&String> = results
+        .iter()
+        .filter(|(t, _)| *t > killed + Duration::from_millis(100))
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .collect();
+    eprintln!(
+        "{} requests, {} failed ({:?}), {} served after the kill",
+        results.len(),
+        failed.len(),
+        failed.iter().take(3).collect::<Vec<_>>(),
+        after.len()
+    );
+    assert!(
+        failed.len() <= CLIENTS,
+        "more failures than requests in flight: {failed:?}"
+    );
+    assert!(after.len() > 20, "traffic kept flowing after the kill");
+    assert!(after.iter().all(|n| *n != "b72"));
+    // Connects to the dead backend were retried on another endpoint and counted.
+    assert!(
+        metric(
+            &g,
+            "switchyard_proxy_upstream_connect_errors_total{namespace=\"default\",service=\"kill\""
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn endpoints_added_and_removed_under_load_lose_nothing() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[81, 82, 83], 9376);
+    let ep = |i: u8| (g.backend_ip(i), "test-node");
+    let spec = "ports: [{port: 80, targetPort: 9376}]";
+    service(&g, "moving", spec, &[ep(81), ep(82)], 9376);
+    let cip = jsonpath(&g, &["svc", "moving"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 2);
+    let load = Load::start(&format!("{cip}:80"), 3);
+    std::thread::sleep(Duration::from_millis(500));
+    service(&g, "moving", spec, &[ep(81), ep(82), ep(83)], 9376);
+    std::thread::sleep(Duration::from_millis(700));
+    service(&g, "moving", spec, &[ep(82), ep(83)], 9376);
+    let removed = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let results = load.finish();
+    assert!(failures(&results).is_empty(), "{:?}", failures(&results));
+    let served: Vec<(Instant, &String)> = results
+        .iter()
+        .filter_map(|(t, r)| Some((*t, r.as_ref().ok()?)))
+        .collect();
+    assert!(
+        served.iter().any(|(_, n)| *n == "b83"),
+        "the added endpoint got traffic"
+    );
+    let late_b81 = served
+        .iter()
+        .filter(|(t, n)| *t > removed + Duration::from_millis(300) && *n == "b81")
+        .count();
+    assert_eq!(late_b81, 0, "the removed endpoint took new connections");
+}
+
+#[test]
+fn a_plugin_swapped_under_load_fails_no_request() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[91, 92, 93], 9376);
+    let eps: Vec<(String, &str)> = [91, 92, 93]
+        .iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect();
+    let admin = g.admin.clone();
+    let load_plugin = |file: &std::path::Path| {
+        let out = switchyard(&[
+            "plugin",
+            "load",
+            "--admin",
+            &admin,
+            "swapped",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    load_plugin(&wasm("round-robin"));
+    service(
+        &g,
+        "swap",
+        "ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    g.ok(&["annotate", "svc", "swap", "switchyard.io/balancer=swapped"]);
+    let cip = jsonpath(&g, &["svc", "swap"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 3);
+    let calls = |g: &Gateway| metric(g, "switchyard_plugin_calls_total{plugin=\"swapped\"");
+    let load = Load::start(&format!("{cip}:80"), 4);
+    let started = Instant::now();
+    let mut swaps = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        load_plugin(&wasm(if swaps % 2 == 0 {
+            "my-balancer"
+        } else {
+            "round-robin"
+        }));
+        swaps += 1;
+    }
+    let results = load.finish();
+    eprintln!("{swaps} swaps under {} requests", results.len());
+    assert!(swaps >= 6, "only {swaps} swaps");
+    assert!(results.len() > 100);
+    assert!(failures(&results).is_empty(), "{:?}", failures(&results));
+    assert!(
+        calls(&g) >= results.len() as f64 * 0.9,
+        "picks went through the plugin"
+    );
+    assert_eq!(
+        metric(&g, "switchyard_plugin_errors_total{plugin=\"swapped\""),
+        0.0
+    );
+}
