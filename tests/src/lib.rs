@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod backends;
+pub mod traffic;
 pub use backends::Backend;
 
 pub fn workspace_root() -> PathBuf {

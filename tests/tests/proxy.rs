@@ -11,97 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use switchyard_e2e::traffic::{
+    backends, distinct, jsonpath, listeners, metric, names, served_by, service, wait_listener,
+};
 use switchyard_e2e::{Backend, Gateway, curl, http, stderr, switchyard, wait_for, wasm};
-
-fn jsonpath(g: &Gateway, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend(what);
-    let p = format!("jsonpath={path}");
-    args.extend(["-o", &p]);
-    g.ok(&args).trim().to_string()
-}
-
-/// A Service (spec given as YAML flow mapping entries) plus a selector-less Endpoints object
-/// whose one port is `port` (a YAML flow mapping, or a bare number).
-fn service(
-    g: &Gateway,
-    name: &str,
-    spec: &str,
-    endpoints: &[(String, &str)],
-    port: impl std::fmt::Display,
-) {
-    let port = port.to_string();
-    let port = if port.parse::<u16>().is_ok() {
-        format!("{{port: {port}}}")
-    } else {
-        port
-    };
-    let addrs: String = endpoints
-        .iter()
-        .map(|(ip, node)| format!("  - ip: {ip}\n    nodeName: {node}\n"))
-        .collect();
-    let manifest = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n---\n\
-         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\nsubsets:\n- addresses:\n{addrs}  ports:\n  - {port}\n"
-    );
-    let out = g.apply("apply", &manifest);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn listeners(g: &Gateway) -> Vec<Value> {
-    let (_, body) = g.admin_get("/debug/listeners").unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["listeners"].as_array().unwrap().clone()
-}
-
-/// Waits until `addr` is a bound listener with `usable` endpoints.
-fn wait_listener(g: &Gateway, addr: &str, usable: u64) {
-    wait_for(Duration::from_secs(10), &format!("listener {addr}"), || {
-        listeners(g)
-            .iter()
-            .any(|l| {
-                l["address"] == addr && l["state"] == "bound" && l["usable_endpoints"] == usable
-            })
-            .then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", listeners(g), g.log()));
-}
-
-/// The backend names that answered `n` GETs to `url` (curl, a new connection each).
-fn served_by(url: &str, n: usize, extra: &[&str]) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let mut args = extra.to_vec();
-            args.push(url);
-            let (code, body) = curl(&args);
-            assert_eq!(code, 0, "curl {url} failed: {body}");
-            body.split_whitespace().next().unwrap_or("").to_string()
-        })
-        .collect()
-}
-
-fn distinct(v: &[String]) -> BTreeSet<String> {
-    v.iter().cloned().collect()
-}
-
-fn backends(g: &Gateway, last: &[u8], port: u16) -> Vec<Backend> {
-    last.iter()
-        .map(|i| Backend::http(&g.backend_ip(*i), port, &format!("b{i}")).unwrap())
-        .collect()
-}
-
-fn names(last: &[u8]) -> BTreeSet<String> {
-    last.iter().map(|i| format!("b{i}")).collect()
-}
-
-fn metric(g: &Gateway, prefix: &str) -> f64 {
-    let (_, body) = g.admin_get("/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn every_service_type_reaches_every_backend_and_delete_closes_listeners() {

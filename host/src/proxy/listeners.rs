@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use super::metrics::StateLabels;
 use super::select::Target;
 use super::table::{self, Conflict, ListenKey, Mode, Route};
-use super::{DataPlane, tcp, udp};
+use super::{DataPlane, http, tcp, udp};
 use crate::snapshot::{Protocol, Snapshot};
 
 struct Active {
@@ -101,9 +101,8 @@ impl DataPlane {
                     let dp = dp.clone();
                     let task = match a.route.mode {
                         Mode::Udp => self.workers.spawn(i, udp::serve(s.into(), target, dp)),
-                        Mode::Tcp | Mode::Http => {
-                            self.workers.spawn(i, tcp::serve(s.into(), target, dp))
-                        }
+                        Mode::Tcp => self.workers.spawn(i, tcp::serve(s.into(), target, dp)),
+                        Mode::Http => self.workers.spawn(i, http::serve(s.into(), target, dp)),
                     };
                     a.tasks.push(task);
                 }
@@ -283,4 +282,17 @@ fn publish(dp: &DataPlane, active: &BTreeMap<ListenKey, Active>) {
         })
         .set(failed);
     dp.listeners.store(Arc::new(list));
+    // Where a policy's reroute (`namespace/name:port`) lands: the cluster-IP listener's target.
+    let routes = active
+        .values()
+        .filter(|a| a.route.frontend == table::Frontend::ClusterIP)
+        .map(|a| {
+            let t = a.target.load();
+            (
+                format!("{}:{}", a.route.service, t.port().port),
+                a.target.clone(),
+            )
+        })
+        .collect();
+    dp.routes.store(Arc::new(routes));
 }

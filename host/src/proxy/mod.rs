@@ -2,10 +2,11 @@
 //! forwards it to endpoints, calling the plugins on every new connection, flow or request.
 //!
 //! Data flows snapshot → [`listeners`] (reconciler, main runtime) → per-worker accept loops
-//! ([`tcp`], [`udp`]) → [`DataPlane::choose`] (affinity, balancer plugin or native
+//! ([`tcp`], [`udp`], [`http`]) → [`DataPlane::choose`] (affinity, balancer plugin or native
 //! round-robin over [`select::Target`]) → backends. The decisions ([`table`], [`select`])
 //! are sans-IO; this module only wires them to sockets.
 
+mod http;
 pub mod listeners;
 pub mod metrics;
 pub mod select;
@@ -49,6 +50,8 @@ pub struct DataPlane {
     affinity: Affinity,
     workers: workers::Workers,
     listeners: ArcSwap<Vec<ListenerInfo>>,
+    /// `namespace/name:port` → the cluster-IP listener's target (policy reroutes).
+    routes: ArcSwap<rustc_hash::FxHashMap<String, Arc<ArcSwap<Target>>>>,
 }
 
 thread_local! {
@@ -71,6 +74,7 @@ impl DataPlane {
             metrics,
             affinity: Affinity::default(),
             listeners: ArcSwap::from_pointee(Vec::new()),
+            routes: ArcSwap::from_pointee(Default::default()),
         });
         tokio::spawn(listeners::run(dp.clone(), snapshot, published));
         Ok(dp)
@@ -79,6 +83,11 @@ impl DataPlane {
     /// The open (and failing) listeners, as of the last reconcile.
     pub fn listeners(&self) -> Arc<Vec<ListenerInfo>> {
         self.listeners.load_full()
+    }
+
+    /// The current target of the Service port a policy rerouted to (`namespace/name:port`).
+    fn reroute(&self, to: &str) -> Option<Arc<Target>> {
+        self.routes.load().get(to.trim()).map(|t| t.load_full())
     }
 
     /// The Service's policy plugin admits the connection (no policy: yes).

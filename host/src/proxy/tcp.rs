@@ -52,7 +52,7 @@ pub(super) async fn serve(
 }
 
 /// Closes `sock` with a reset rather than a FIN.
-fn reset(sock: TcpStream) {
+pub(super) fn reset(sock: TcpStream) {
     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
 }
 

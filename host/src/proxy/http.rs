@@ -1,0 +1,413 @@
+//! L7 HTTP: terminates HTTP/1.1 and HTTP/2 (h2c, prior knowledge) with hyper, runs the policy
+//! hook per connection (`on-connect`) and per request (`on-request`: header edits, a direct
+//! response, or a reroute to another Service), picks an endpoint per request, and forwards
+//! over pooled keep-alive connections (one pool per worker; HTTP/2 upstream for ports whose
+//! `appProtocol` is `kubernetes.io/h2c`). Adds `X-Forwarded-For`, `X-Forwarded-Proto` and
+//! `Forwarded`. Answers `503` when no endpoint is ready and `502` when the upstream fails;
+//! a request without a body is retried on another endpoint when the connect fails.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request as HttpRequest, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::DataPlane;
+use super::metrics::Reason;
+use super::select::Target;
+use crate::plugin::bindings::types::{Header, Protocol};
+use crate::plugin::{Action, Request, RequestHead};
+
+/// What goes upstream: the client's body, or nothing on a retry of a body-less request.
+type UpBody = Either<Incoming, Empty<Bytes>>;
+/// What goes back: the upstream's body, or one of ours.
+type DownBody = Either<Incoming, Full<Bytes>>;
+
+struct Clients {
+    h1: Client<HttpConnector, UpBody>,
+    h2: Client<HttpConnector, UpBody>,
+}
+
+thread_local! {
+    /// Each worker's upstream connection pools.
+    static CLIENTS: RefCell<Option<Arc<Clients>>> = const { RefCell::new(None) };
+}
+
+fn clients(connect_timeout: Duration) -> Arc<Clients> {
+    CLIENTS.with(|c| {
+        c.borrow_mut()
+            .get_or_insert_with(|| {
+                let mut conn = HttpConnector::new();
+                conn.set_nodelay(true);
+                conn.set_connect_timeout(Some(connect_timeout));
+                let build = |h2: bool| {
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .timer(TokioTimer::new())
+                        .pool_idle_timeout(Duration::from_secs(90))
+                        .set_host(false)
+                        .http2_only(h2)
+                        .build(conn.clone())
+                };
+                Arc::new(Clients {
+                    h1: build(false),
+                    h2: build(true),
+                })
+            })
+            .clone()
+    })
+}
+
+pub(super) async fn serve(
+    std: std::net::TcpListener,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) {
+    let listener = match TcpListener::from_std(std) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "registering a listener with the worker");
+            return;
+        }
+    };
+    let mut last_error: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                tokio::spawn(connection(sock, peer, target.clone(), dp.clone()));
+            }
+            Err(e) => {
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accept failed");
+                    last_error = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) {
+    let t = target.load_full();
+    let m = &t.metrics;
+    m.connections.inc();
+    if !t.admits(peer.ip()) {
+        m.reject(Reason::SourceRange);
+        return super::tcp::reset(sock);
+    }
+    let mut req = Request::tcp(peer);
+    req.protocol = Protocol::Http;
+    req.node_local = t.node_local;
+    if !dp.admit(&t, &req) {
+        m.reject(Reason::Policy);
+        return super::tcp::reset(sock);
+    }
+    let _ = sock.set_nodelay(true);
+    m.active.inc();
+    let service = {
+        let dp = dp.clone();
+        hyper::service::service_fn(move |r| {
+            let (target, dp) = (target.clone(), dp.clone());
+            async move { Ok::<_, Infallible>(handle(r, peer, &target, &dp).await) }
+        })
+    };
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server.http1().timer(TokioTimer::new());
+    server.http2().timer(TokioTimer::new());
+    if let Err(e) = server.serve_connection(TokioIo::new(sock), service).await {
+        tracing::trace!(client = %peer, error = %e, "HTTP connection ended with an error");
+    }
+    m.active.dec();
+}
+
+fn plain(status: StatusCode, text: String) -> Response<DownBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(
+    mut r: HttpRequest<Incoming>,
+    peer: SocketAddr,
+    target: &ArcSwap<Target>,
+    dp: &Arc<DataPlane>,
+) -> Response<DownBody> {
+    let mut t = target.load_full();
+    if t.view.plugins.policy.is_some() {
+        match on_request(&t, &r, peer, dp) {
+            Action::Continue(edits) => {
+                for e in edits {
+                    let Ok(name) = HeaderName::from_bytes(e.name.as_bytes()) else {
+                        continue;
+                    };
+                    match e.value.map(HeaderValue::try_from) {
+                        Some(Ok(v)) => {
+                            r.headers_mut().insert(name, v);
+                        }
+                        Some(Err(_)) => {}
+                        None => {
+                            r.headers_mut().remove(name);
+                        }
+                    }
+                }
+            }
+            Action::Respond(resp) => {
+                let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::FORBIDDEN);
+                let mut out = Response::new(Either::Right(Full::new(Bytes::from(resp.body))));
+                *out.status_mut() = status;
+                for h in resp.headers {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(h.name.as_bytes()),
+                        HeaderValue::try_from(h.value),
+                    ) {
+                        out.headers_mut().append(n, v);
+                    }
+                }
+                t.metrics.status(status.as_u16());
+                return out;
+            }
+            Action::Reroute(to) => match dp.reroute(&to) {
+                Some(other) => t = other,
+                None => {
+                    let out = plain(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "switchyard: the policy rerouted to {to:?}, which is not a Service port here\n"
+                        ),
+                    );
+                    t.metrics.status(502);
+                    return out;
+                }
+            },
+        }
+    }
+    let resp = forward(r, peer, &t, dp).await;
+    t.metrics.status(resp.status().as_u16());
+    resp
+}
+
+fn on_request(t: &Target, r: &HttpRequest<Incoming>, peer: SocketAddr, dp: &DataPlane) -> Action {
+    let head = RequestHead {
+        method: r.method().as_str().to_string(),
+        path: r
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+        authority: authority(r).unwrap_or_default(),
+        headers: r
+            .headers()
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.as_str().to_string(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
+            .collect(),
+    };
+    let lookup = |name: &str| header(r.headers(), name);
+    let req = context(r, peer, t, &lookup);
+    dp.plugins.on_request(&t.view, &req, t.port().port, &head)
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)?.to_str().ok().map(str::to_string)
+}
+
+fn authority(r: &HttpRequest<Incoming>) -> Option<String> {
+    r.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| header(r.headers(), "host"))
+}
+
+fn context<'a>(
+    r: &'a HttpRequest<Incoming>,
+    peer: SocketAddr,
+    t: &Target,
+    lookup: &'a (dyn Fn(&str) -> Option<String> + Sync),
+) -> Request<'a> {
+    let mut req = Request::tcp(peer);
+    req.protocol = Protocol::Http;
+    req.method = Some(r.method().as_str());
+    req.path = Some(r.uri().path());
+    req.header = Some(lookup);
+    req.node_local = t.node_local;
+    req
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): not forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+async fn forward(
+    r: HttpRequest<Incoming>,
+    peer: SocketAddr,
+    t: &Target,
+    dp: &DataPlane,
+) -> Response<DownBody> {
+    let m = &t.metrics;
+    let h2 = t.port().app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let (mut parts, body) = r.into_parts();
+    // Whether the request can be sent again (no body to replay).
+    let replayable = body.is_end_stream();
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| header(&parts.headers, "host"));
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    if let Some(h) = &host
+        && !parts.headers.contains_key("host")
+        && let Ok(v) = HeaderValue::try_from(h.as_str())
+    {
+        parts.headers.insert("host", v);
+    }
+    let client_ip = peer.ip().to_string();
+    let xff = match header(&parts.headers, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let fwd_for = if peer.is_ipv6() {
+        format!("\"[{client_ip}]\"")
+    } else {
+        client_ip
+    };
+    let forwarded = match &host {
+        Some(h) => format!("for={fwd_for};proto=http;host=\"{h}\""),
+        None => format!("for={fwd_for};proto=http"),
+    };
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
+        parts.headers.append("forwarded", v);
+    }
+    parts.version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let clients = clients(dp.settings.connect_timeout);
+    let client = if h2 { &clients.h2 } else { &clients.h1 };
+
+    let mut tried = [usize::MAX; super::tcp::MAX_ATTEMPTS];
+    let mut last_error = String::new();
+    let mut body = Some(body);
+    let attempts = dp.settings.connect_attempts.min(super::tcp::MAX_ATTEMPTS);
+    for attempt in 0..attempts {
+        let index = {
+            let (method, req_path) = (parts.method.as_str(), parts.uri.path());
+            let lookup = |name: &str| header(&parts.headers, name);
+            let mut req = Request::tcp(peer);
+            req.protocol = Protocol::Http;
+            req.method = Some(method);
+            req.path = Some(req_path);
+            req.header = Some(&lookup);
+            req.node_local = t.node_local;
+            dp.choose(t, &req, &tried[..attempt])
+        };
+        let Some(index) = index else {
+            if attempt == 0 {
+                m.reject(Reason::NoEndpoint);
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "switchyard: no ready endpoint for Service {} port {}\n",
+                        t.route.service,
+                        t.port().port
+                    ),
+                );
+            }
+            break;
+        };
+        tried[attempt] = index;
+        let addr = t.endpoint_addr(index);
+        let mut p = parts.clone();
+        p.uri = match Uri::try_from(format!("http://{addr}{path}")) {
+            Ok(u) => u,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("switchyard: {e}\n")),
+        };
+        let b = match body.take() {
+            Some(b) => Either::Left(b),
+            None => Either::Right(Empty::new()),
+        };
+        let started = Instant::now();
+        match client.request(HttpRequest::from_parts(p, b)).await {
+            Ok(resp) => {
+                let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                m.response_seconds.observe(micros as f64 / 1e6);
+                let ok = resp.status().as_u16() < 500;
+                dp.feedback(t, index, 0, micros, ok);
+                let (mut rp, rb) = resp.into_parts();
+                for h in HOP_BY_HOP {
+                    rp.headers.remove(h);
+                }
+                return Response::from_parts(rp, Either::Left(rb));
+            }
+            Err(e) => {
+                let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                dp.feedback(t, index, micros, 0, false);
+                if e.is_connect() {
+                    m.connect_errors.inc();
+                    if replayable {
+                        last_error = format!("{addr}: {e:#}");
+                        continue;
+                    }
+                }
+                m.reject(Reason::ConnectFailed);
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!("switchyard: upstream {addr} failed: {e:#}\n"),
+                );
+            }
+        }
+    }
+    m.reject(Reason::ConnectFailed);
+    plain(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "switchyard: no endpoint of Service {} port {} accepted the connection (last: {last_error})\n",
+            t.route.service,
+            t.port().port
+        ),
+    )
+}
