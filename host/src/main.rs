@@ -3,6 +3,11 @@
 use clap::Parser;
 use switchyard::config::{Cli, Command};
 
+/// mimalloc: the data plane allocates small, short-lived buffers per connection and request;
+/// glibc's malloc showed up at ~8% of an HTTP proxy profile.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {

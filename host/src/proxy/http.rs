@@ -1,12 +1,11 @@
 //! L7 HTTP: terminates HTTP/1.1 and HTTP/2 (h2c, prior knowledge) with hyper, runs the policy
 //! hook per connection (`on-connect`) and per request (`on-request`: header edits, a direct
 //! response, or a reroute to another Service), picks an endpoint per request, and forwards
-//! over pooled keep-alive connections (one pool per worker; HTTP/2 upstream for ports whose
+//! over pooled keep-alive connections ([`pool`], per worker; HTTP/2 upstream for ports whose
 //! `appProtocol` is `kubernetes.io/h2c`). Adds `X-Forwarded-For`, `X-Forwarded-Proto` and
 //! `Forwarded`. Answers `503` when no endpoint is ready and `502` when the upstream fails;
-//! a request without a body is retried on another endpoint when the connect fails.
+//! the request goes to another endpoint when a connect fails (it is sent only once connected).
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,61 +13,23 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body as _, Incoming};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::DataPlane;
 use super::metrics::Reason;
 use super::select::Target;
+use super::{DataPlane, pool};
 use crate::plugin::bindings::types::{Header, Protocol};
 use crate::plugin::{Action, Request, RequestHead};
 
-/// What goes upstream: the client's body, or nothing on a retry of a body-less request.
-type UpBody = Either<Incoming, Empty<Bytes>>;
-/// What goes back: the upstream's body, or one of ours.
-type DownBody = Either<Incoming, Full<Bytes>>;
-
-struct Clients {
-    h1: Client<HttpConnector, UpBody>,
-    h2: Client<HttpConnector, UpBody>,
-}
-
-thread_local! {
-    /// Each worker's upstream connection pools.
-    static CLIENTS: RefCell<Option<Arc<Clients>>> = const { RefCell::new(None) };
-}
-
-fn clients(connect_timeout: Duration) -> Arc<Clients> {
-    CLIENTS.with(|c| {
-        c.borrow_mut()
-            .get_or_insert_with(|| {
-                let mut conn = HttpConnector::new();
-                conn.set_nodelay(true);
-                conn.set_connect_timeout(Some(connect_timeout));
-                let build = |h2: bool| {
-                    Client::builder(TokioExecutor::new())
-                        .pool_timer(TokioTimer::new())
-                        .timer(TokioTimer::new())
-                        .pool_idle_timeout(Duration::from_secs(90))
-                        .set_host(false)
-                        .http2_only(h2)
-                        .build(conn.clone())
-                };
-                Arc::new(Clients {
-                    h1: build(false),
-                    h2: build(true),
-                })
-            })
-            .clone()
-    })
-}
+/// What goes back: the upstream's body (returning its connection to the pool at the end),
+/// or one of ours.
+type DownBody = Either<pool::Returning, Full<Bytes>>;
 
 pub(super) async fn serve(
     std: std::net::TcpListener,
@@ -277,73 +238,39 @@ async fn forward(
     let m = &t.metrics;
     let h2 = t.port().app_protocol.as_deref() == Some("kubernetes.io/h2c");
     let (mut parts, body) = r.into_parts();
-    // Whether the request can be sent again (no body to replay).
-    let replayable = body.is_end_stream();
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| header(&parts.headers, "host"));
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get("host").cloned(),
+    };
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
     }
     if let Some(h) = &host
         && !parts.headers.contains_key("host")
-        && let Ok(v) = HeaderValue::try_from(h.as_str())
     {
-        parts.headers.insert("host", v);
+        parts.headers.insert("host", h.clone());
     }
-    let client_ip = peer.ip().to_string();
-    let xff = match header(&parts.headers, "x-forwarded-for") {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        parts.headers.insert("x-forwarded-for", v);
-    }
-    parts
-        .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let fwd_for = if peer.is_ipv6() {
-        format!("\"[{client_ip}]\"")
-    } else {
-        client_ip
-    };
-    let forwarded = match &host {
-        Some(h) => format!("for={fwd_for};proto=http;host=\"{h}\""),
-        None => format!("for={fwd_for};proto=http"),
-    };
-    if let Ok(v) = HeaderValue::try_from(forwarded) {
-        parts.headers.append("forwarded", v);
-    }
+    forwarding_headers(&mut parts.headers, peer, host.as_ref());
     parts.version = if h2 {
         Version::HTTP_2
     } else {
         Version::HTTP_11
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let clients = clients(dp.settings.connect_timeout);
-    let client = if h2 { &clients.h2 } else { &clients.h1 };
-
+    let mut request = Some(HttpRequest::from_parts(parts, body));
     let mut tried = [usize::MAX; super::tcp::MAX_ATTEMPTS];
     let mut last_error = String::new();
-    let mut body = Some(body);
     let attempts = dp.settings.connect_attempts.min(super::tcp::MAX_ATTEMPTS);
     for attempt in 0..attempts {
+        let req = request.as_ref().expect("the request is still ours");
         let index = {
-            let (method, req_path) = (parts.method.as_str(), parts.uri.path());
-            let lookup = |name: &str| header(&parts.headers, name);
-            let mut req = Request::tcp(peer);
-            req.protocol = Protocol::Http;
-            req.method = Some(method);
-            req.path = Some(req_path);
-            req.header = Some(&lookup);
-            req.node_local = t.node_local;
-            dp.choose(t, &req, &tried[..attempt])
+            let lookup = |name: &str| header(req.headers(), name);
+            let mut ctx = Request::tcp(peer);
+            ctx.protocol = Protocol::Http;
+            ctx.method = Some(req.method().as_str());
+            ctx.path = Some(req.uri().path());
+            ctx.header = Some(&lookup);
+            ctx.node_local = t.node_local;
+            dp.choose(t, &ctx, &tried[..attempt])
         };
         let Some(index) = index else {
             if attempt == 0 {
@@ -361,42 +288,56 @@ async fn forward(
         };
         tried[attempt] = index;
         let addr = t.endpoint_addr(index);
-        let mut p = parts.clone();
-        p.uri = match Uri::try_from(format!("http://{addr}{path}")) {
-            Ok(u) => u,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("switchyard: {e}\n")),
-        };
-        let b = match body.take() {
-            Some(b) => Either::Left(b),
-            None => Either::Right(Empty::new()),
-        };
         let started = Instant::now();
-        match client.request(HttpRequest::from_parts(p, b)).await {
-            Ok(resp) => {
+        let (sender, reused) = match pool::checkout(addr, h2, dp.settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                m.connect_errors.inc();
                 let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                dp.feedback(t, index, micros, 0, false);
+                last_error = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        if !reused {
+            m.connect_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let mut req = request.take().expect("the request is still ours");
+        set_target(&mut req, addr, h2);
+        let sent = Instant::now();
+        let (result, back) = match sender {
+            pool::Sender::H1(mut s) => {
+                let r = s.try_send_request(req).await;
+                (r, Some((addr, s)))
+            }
+            pool::Sender::H2(mut s) => (s.try_send_request(req).await, None),
+        };
+        let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        match result {
+            Ok(resp) => {
                 m.response_seconds.observe(micros as f64 / 1e6);
-                let ok = resp.status().as_u16() < 500;
-                dp.feedback(t, index, 0, micros, ok);
+                dp.feedback(t, index, 0, micros, resp.status().as_u16() < 500);
                 let (mut rp, rb) = resp.into_parts();
                 for h in HOP_BY_HOP {
                     rp.headers.remove(h);
                 }
-                return Response::from_parts(rp, Either::Left(rb));
+                return Response::from_parts(rp, Either::Left(pool::Returning::new(rb, back)));
             }
-            Err(e) => {
-                let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                dp.feedback(t, index, micros, 0, false);
-                if e.is_connect() {
-                    m.connect_errors.inc();
-                    if replayable {
-                        last_error = format!("{addr}: {e:#}");
-                        continue;
+            Err(mut e) => {
+                dp.feedback(t, index, 0, micros, false);
+                // Not sent at all (a pooled connection the backend had closed): try again.
+                if let Some(unsent) = e.take_message() {
+                    last_error = format!("{addr}: {}", e.error());
+                    request = Some(unsent);
+                    if reused {
+                        tried[attempt] = usize::MAX;
                     }
+                    continue;
                 }
                 m.reject(Reason::ConnectFailed);
                 return plain(
                     StatusCode::BAD_GATEWAY,
-                    format!("switchyard: upstream {addr} failed: {e:#}\n"),
+                    format!("switchyard: upstream {addr} failed: {:#}\n", e.error()),
                 );
             }
         }
@@ -405,9 +346,58 @@ async fn forward(
     plain(
         StatusCode::BAD_GATEWAY,
         format!(
-            "switchyard: no endpoint of Service {} port {} accepted the connection (last: {last_error})\n",
+            "switchyard: no endpoint of Service {} port {} accepted the request (last: {last_error})\n",
             t.route.service,
             t.port().port
         ),
     )
+}
+
+/// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `Forwarded` (RFC 7239).
+fn forwarding_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::try_from(format!("{prev}, {ip}")),
+        None => HeaderValue::try_from(ip.as_str()),
+    };
+    if let Ok(v) = xff {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let forwarded = match host.and_then(|v| v.to_str().ok()) {
+        Some(host) => format!("for={node};proto=http;host=\"{host}\""),
+        None => format!("for={node};proto=http"),
+    };
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
+        h.append("forwarded", v);
+    }
+}
+
+/// HTTP/1.1 upstream: origin-form target (`/path?query`). HTTP/2: absolute, so `:scheme` and
+/// `:authority` are set.
+fn set_target(req: &mut HttpRequest<Incoming>, addr: SocketAddr, h2: bool) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    let mut uri = hyper::http::uri::Parts::default();
+    if h2 {
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok())
+            .or_else(|| addr.to_string().parse().ok());
+    }
+    uri.path_and_query = Some(pq);
+    if let Ok(u) = Uri::from_parts(uri) {
+        *req.uri_mut() = u;
+    }
 }

@@ -9,6 +9,7 @@
 mod http;
 pub mod listeners;
 pub mod metrics;
+mod pool;
 pub mod select;
 pub mod table;
 mod tcp;
