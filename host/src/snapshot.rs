@@ -373,6 +373,24 @@ impl Snapshot {
         self.shards.iter().flat_map(|s| s.values())
     }
 
+    /// Services added, changed or removed since `prev` (compared by pointer; shards shared
+    /// with `prev` are skipped without looking inside).
+    pub fn changed_since(&self, prev: &Snapshot) -> Vec<ServiceKey> {
+        let mut out = Vec::new();
+        for (new, old) in self.shards.iter().zip(&prev.shards) {
+            if Arc::ptr_eq(new, old) {
+                continue;
+            }
+            for (k, v) in new.iter() {
+                if old.get(k).is_none_or(|o| !Arc::ptr_eq(o, v)) {
+                    out.push(k.clone());
+                }
+            }
+            out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+        }
+        out
+    }
+
     /// The next generation: this snapshot with `changes` applied (`None` removes).
     /// Untouched shards are shared with this snapshot, not copied.
     pub fn with_changes(

@@ -85,7 +85,7 @@ async fn listeners(State(s): State<AdminState>) -> Response {
         .get()
         .map(|d| d.listeners())
         .unwrap_or_default();
-    axum::Json(json!({"listeners": &*list})).into_response()
+    axum::Json(json!({"listeners": list})).into_response()
 }
 
 async fn service(

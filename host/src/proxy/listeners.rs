@@ -1,10 +1,12 @@
-//! The listener reconciler: after every snapshot it compares the listeners the snapshot asks
-//! for ([`table::desired`]) with the open ones, closes what is gone, binds what is new (one
-//! `SO_REUSEPORT` socket per worker) and swaps in new targets where a Service changed.
+//! The listener reconciler: after every snapshot it takes the Services that changed (shards
+//! the snapshot shares with the last one are skipped), compares the listeners each asks for
+//! ([`table::routes_of`]) with the ones it holds, closes what is gone, binds what is new (one
+//! `SO_REUSEPORT` socket per worker) and swaps in new targets where a Service changed, so the
+//! cost follows the change, not the number of Services.
 //! A listener that cannot bind is logged, counted and retried with backoff; the rest keep
 //! serving. Runs on the main runtime; touches sockets only to bind them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +19,10 @@ use tokio::task::AbortHandle;
 
 use super::metrics::StateLabels;
 use super::select::Target;
-use super::table::{self, Conflict, ListenKey, Mode, Route};
+use super::table::{self, ListenKey, Mode, Route};
 use super::{DataPlane, http, tcp, udp};
-use crate::snapshot::{Protocol, Snapshot};
+use crate::snapshot::{Protocol, ServiceKey, Snapshot};
+use rustc_hash::FxHashMap;
 
 struct Active {
     route: Route,
@@ -142,73 +145,195 @@ impl DataPlane {
     }
 }
 
+/// The reconciler's state: the open listeners and which Service holds each.
+#[derive(Default)]
+pub(super) struct Listeners {
+    active: BTreeMap<ListenKey, Active>,
+    /// The listen keys each Service holds.
+    owners: FxHashMap<ServiceKey, Vec<ListenKey>>,
+    /// Listen keys a Service wanted while another held them: retried when freed.
+    refused: FxHashMap<ListenKey, ServiceKey>,
+    /// The snapshot reconciled last.
+    seen: Arc<Snapshot>,
+    /// A cluster-IP listener came or went since the reroute table was built.
+    routes_stale: bool,
+}
+
+impl Listeners {
+    /// Brings the listeners in line with `snap`, touching only Services changed since the
+    /// last call; then retries failed binds that are due.
+    fn reconcile(&mut self, dp: &Arc<DataPlane>, snap: &Arc<Snapshot>) {
+        let mut work = snap.changed_since(&self.seen);
+        while let Some(service) = work.pop() {
+            let wanted = snap
+                .get_key(&service)
+                .map(|s| table::routes_of(s, dp.settings.node_ip))
+                .unwrap_or_default();
+            for k in self.owners.remove(&service).unwrap_or_default() {
+                let keep = wanted.iter().any(|(w, r)| {
+                    *w == k && self.active.get(&k).is_some_and(|a| a.route.mode == r.mode)
+                });
+                if !keep && let Some(a) = self.active.remove(&k) {
+                    tracing::debug!(listener = %k.addr, service = %a.route.service, "listener closed");
+                    self.routes_stale |= a.route.frontend == table::Frontend::ClusterIP;
+                    if let Some(waiting) = self.refused.remove(&k) {
+                        work.push(waiting);
+                    }
+                }
+            }
+            let mut mine = Vec::with_capacity(wanted.len());
+            for (k, route) in wanted {
+                match self.active.get_mut(&k) {
+                    Some(a) if a.route.service != service => {
+                        if self.refused.insert(k, service.clone()).is_none() {
+                            tracing::warn!(
+                                listener = %k.addr,
+                                kept = %a.route.service,
+                                refused = %service,
+                                "two Services ask for the same listener; the one holding it keeps it"
+                            );
+                        }
+                        continue;
+                    }
+                    Some(a) => {
+                        if let Some(t) = dp.target(route.clone(), snap) {
+                            a.target.store(Arc::new(t));
+                            a.route = route;
+                        }
+                    }
+                    None => {
+                        let Some(t) = dp.target(route.clone(), snap) else {
+                            continue;
+                        };
+                        self.routes_stale |= route.frontend == table::Frontend::ClusterIP;
+                        let mut a = Active {
+                            route,
+                            target: Arc::new(ArcSwap::from_pointee(t)),
+                            tasks: Vec::new(),
+                            failure: None,
+                        };
+                        dp.open(dp, &k, &mut a);
+                        self.active.insert(k, a);
+                    }
+                }
+                mine.push(k);
+            }
+            if !mine.is_empty() {
+                self.owners.insert(service, mine);
+            }
+        }
+        let now = Instant::now();
+        for (k, a) in self.active.iter_mut() {
+            if a.failure.as_ref().is_some_and(|f| f.retry_at <= now) {
+                dp.open(dp, k, a);
+            }
+        }
+        self.seen = snap.clone();
+    }
+
+    fn next_retry(&self) -> Option<Instant> {
+        self.active
+            .values()
+            .filter_map(|a| a.failure.as_ref().map(|f| f.retry_at))
+            .min()
+    }
+
+    fn longest_affinity(&self) -> Duration {
+        self.active
+            .values()
+            .filter_map(|a| a.target.load().affinity)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The listeners as `/debug/listeners` shows them.
+    pub(super) fn info(&self) -> Vec<ListenerInfo> {
+        self.active
+            .iter()
+            .map(|(k, a)| {
+                let t = a.target.load();
+                let port = t.port();
+                ListenerInfo {
+                    address: k.addr,
+                    protocol: k.protocol,
+                    service: a.route.service.to_string(),
+                    port: if port.name.is_empty() {
+                        port.port.to_string()
+                    } else {
+                        port.name.clone()
+                    },
+                    frontend: a.route.frontend,
+                    mode: a.route.mode,
+                    state: if a.failure.is_some() {
+                        "failed"
+                    } else {
+                        "bound"
+                    },
+                    error: a.failure.as_ref().map(|f| f.error.clone()),
+                    workers: a.tasks.len(),
+                    usable_endpoints: t.usable.len(),
+                    node_local: t.node_local,
+                }
+            })
+            .collect()
+    }
+
+    fn publish(&mut self, dp: &DataPlane) {
+        let failed = self.active.values().filter(|a| a.failure.is_some()).count() as i64;
+        let gauge = |state: &str| {
+            dp.metrics
+                .listeners
+                .get_or_create(&StateLabels {
+                    state: state.into(),
+                })
+                .clone()
+        };
+        gauge("bound").set(self.active.len() as i64 - failed);
+        gauge("failed").set(failed);
+        if std::mem::take(&mut self.routes_stale) {
+            // Where a policy's reroute (`namespace/name:port`) lands: the cluster-IP
+            // listener's target (targets update in place, so only new or closed listeners
+            // rebuild this).
+            let routes = self
+                .active
+                .values()
+                .filter(|a| a.route.frontend == table::Frontend::ClusterIP)
+                .map(|a| {
+                    let t = a.target.load();
+                    (
+                        format!("{}:{}", a.route.service, t.port().port),
+                        a.target.clone(),
+                    )
+                })
+                .collect();
+            dp.routes.store(Arc::new(routes));
+        }
+    }
+}
+
 /// Reconciles after every published snapshot (and when a failed bind is due a retry).
 pub(super) async fn run(
     dp: Arc<DataPlane>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     mut published: watch::Receiver<u64>,
 ) {
-    let mut active: BTreeMap<ListenKey, Active> = BTreeMap::new();
-    let mut reported: BTreeSet<(ListenKey, String)> = BTreeSet::new();
     let mut last_sweep = Instant::now();
     loop {
         let snap = snapshot.load_full();
-        let (desired, conflicts) = table::desired(&snap, dp.settings.node_ip);
-        report(&conflicts, &mut reported);
-        active.retain(|k, a| {
-            let keep = desired.get(k).is_some_and(|r| r.mode == a.route.mode);
-            if !keep {
-                tracing::debug!(listener = %k.addr, service = %a.route.service, "listener closed");
-            }
-            keep
-        });
-        let mut longest_affinity = Duration::ZERO;
-        for (k, route) in desired {
-            match active.get_mut(&k) {
-                Some(a) => {
-                    let current = a.target.load();
-                    let changed = a.route != route
-                        || snap
-                            .get_key(&route.service)
-                            .is_some_and(|s| !Arc::ptr_eq(s, &current.source));
-                    if changed && let Some(t) = dp.target(route.clone(), &snap) {
-                        a.target.store(Arc::new(t));
-                        a.route = route;
-                    }
-                    if a.failure
-                        .as_ref()
-                        .is_some_and(|f| f.retry_at <= Instant::now())
-                    {
-                        dp.open(&dp, &k, a);
-                    }
-                }
-                None => {
-                    let Some(t) = dp.target(route.clone(), &snap) else {
-                        continue;
-                    };
-                    let mut a = Active {
-                        route,
-                        target: Arc::new(ArcSwap::from_pointee(t)),
-                        tasks: Vec::new(),
-                        failure: None,
-                    };
-                    dp.open(&dp, &k, &mut a);
-                    active.insert(k, a);
-                }
-            }
-            if let Some(t) = active.get(&k).and_then(|a| a.target.load().affinity) {
-                longest_affinity = longest_affinity.max(t);
-            }
-        }
-        publish(&dp, &active);
+        let (next_retry, longest_affinity) = {
+            let mut l = dp.listeners.lock();
+            let started = Instant::now();
+            l.reconcile(&dp, &snap);
+            l.publish(&dp);
+            dp.metrics
+                .reconcile_seconds
+                .observe(started.elapsed().as_secs_f64());
+            (l.next_retry(), l.longest_affinity())
+        };
         if last_sweep.elapsed() > Duration::from_secs(10) {
             dp.affinity.sweep(Instant::now(), longest_affinity);
             last_sweep = Instant::now();
         }
-        let next_retry = active
-            .values()
-            .filter_map(|a| a.failure.as_ref().map(|f| f.retry_at))
-            .min();
         let wait = next_retry
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(10));
@@ -219,80 +344,4 @@ pub(super) async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-}
-
-fn report(conflicts: &[Conflict], reported: &mut BTreeSet<(ListenKey, String)>) {
-    let now: BTreeSet<(ListenKey, String)> = conflicts
-        .iter()
-        .map(|c| (c.listen, c.refused.to_string()))
-        .collect();
-    for c in conflicts {
-        if !reported.contains(&(c.listen, c.refused.to_string())) {
-            tracing::warn!(
-                listener = %c.listen.addr,
-                kept = %c.kept,
-                refused = %c.refused,
-                "two Services ask for the same listener; the first by namespace/name serves it"
-            );
-        }
-    }
-    *reported = now;
-}
-
-fn publish(dp: &DataPlane, active: &BTreeMap<ListenKey, Active>) {
-    let list: Vec<ListenerInfo> = active
-        .iter()
-        .map(|(k, a)| {
-            let t = a.target.load();
-            let port = t.port();
-            ListenerInfo {
-                address: k.addr,
-                protocol: k.protocol,
-                service: a.route.service.to_string(),
-                port: if port.name.is_empty() {
-                    port.port.to_string()
-                } else {
-                    port.name.clone()
-                },
-                frontend: a.route.frontend,
-                mode: a.route.mode,
-                state: if a.failure.is_some() {
-                    "failed"
-                } else {
-                    "bound"
-                },
-                error: a.failure.as_ref().map(|f| f.error.clone()),
-                workers: a.tasks.len(),
-                usable_endpoints: t.usable.len(),
-                node_local: t.node_local,
-            }
-        })
-        .collect();
-    let failed = list.iter().filter(|l| l.state == "failed").count() as i64;
-    dp.metrics
-        .listeners
-        .get_or_create(&StateLabels {
-            state: "bound".into(),
-        })
-        .set(list.len() as i64 - failed);
-    dp.metrics
-        .listeners
-        .get_or_create(&StateLabels {
-            state: "failed".into(),
-        })
-        .set(failed);
-    dp.listeners.store(Arc::new(list));
-    // Where a policy's reroute (`namespace/name:port`) lands: the cluster-IP listener's target.
-    let routes = active
-        .values()
-        .filter(|a| a.route.frontend == table::Frontend::ClusterIP)
-        .map(|a| {
-            let t = a.target.load();
-            (
-                format!("{}:{}", a.route.service, t.port().port),
-                a.target.clone(),
-            )
-        })
-        .collect();
-    dp.routes.store(Arc::new(routes));
 }

@@ -97,6 +97,7 @@ pub struct ProxyMetrics {
     picks: Family<EndpointLabels, Counter>,
     pub listeners: Family<StateLabels, Gauge>,
     pub bind_errors: Counter,
+    pub reconcile_seconds: Histogram,
 }
 
 impl Default for ProxyMetrics {
@@ -121,6 +122,7 @@ impl ProxyMetrics {
             picks: Family::default(),
             listeners: Family::default(),
             bind_errors: Counter::default(),
+            reconcile_seconds: latency(),
         }
     }
 
@@ -185,6 +187,11 @@ impl ProxyMetrics {
             "listeners",
             "Listening sockets by state (bound, failed)",
             self.listeners.clone(),
+        );
+        r.register(
+            "reconcile_seconds",
+            "Time to bring the listeners in line with one snapshot",
+            self.reconcile_seconds.clone(),
         );
         r.register(
             "listener_bind_errors",

@@ -50,7 +50,7 @@ pub struct DataPlane {
     pub metrics: Arc<ProxyMetrics>,
     affinity: Affinity,
     workers: workers::Workers,
-    listeners: ArcSwap<Vec<ListenerInfo>>,
+    listeners: parking_lot::Mutex<listeners::Listeners>,
     /// `namespace/name:port` → the cluster-IP listener's target (policy reroutes).
     routes: ArcSwap<rustc_hash::FxHashMap<String, Arc<ArcSwap<Target>>>>,
 }
@@ -68,13 +68,15 @@ impl DataPlane {
         plugins: Arc<Plugins>,
         metrics: Arc<ProxyMetrics>,
     ) -> std::io::Result<Arc<Self>> {
+        let files = workers::raise_fd_limit();
+        tracing::debug!(open_files = files, "file descriptor limit");
         let dp = Arc::new(DataPlane {
             workers: workers::Workers::start(settings.workers)?,
             settings,
             plugins,
             metrics,
             affinity: Affinity::default(),
-            listeners: ArcSwap::from_pointee(Vec::new()),
+            listeners: Default::default(),
             routes: ArcSwap::from_pointee(Default::default()),
         });
         tokio::spawn(listeners::run(dp.clone(), snapshot, published));
@@ -82,8 +84,8 @@ impl DataPlane {
     }
 
     /// The open (and failing) listeners, as of the last reconcile.
-    pub fn listeners(&self) -> Arc<Vec<ListenerInfo>> {
-        self.listeners.load_full()
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners.lock().info()
     }
 
     /// The current target of the Service port a policy rerouted to (`namespace/name:port`).

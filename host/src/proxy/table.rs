@@ -84,64 +84,73 @@ pub struct Conflict {
     pub refused: ServiceKey,
 }
 
-/// Every listener `snap` asks for on a node whose NodePorts listen on `node_ip`.
+/// The listeners one Service asks for (none for headless and ExternalName Services).
+pub fn routes_of(svc: &ServiceView, node_ip: IpAddr) -> Vec<(ListenKey, Route)> {
+    let mut out = Vec::new();
+    if svc.headless || svc.type_ == ServiceType::ExternalName {
+        return out;
+    }
+    let service = key(&svc.namespace, &svc.name);
+    for (i, port) in svc.ports.iter().enumerate() {
+        if port.protocol == Protocol::Sctp {
+            continue;
+        }
+        let mode = mode(svc, i);
+        let mut add = |ip: IpAddr, p: u16, frontend: Frontend| {
+            let listen = ListenKey {
+                addr: SocketAddr::new(ip, p),
+                protocol: port.protocol,
+            };
+            if !out.iter().any(|(k, _)| *k == listen) {
+                out.push((
+                    listen,
+                    Route {
+                        service: service.clone(),
+                        port_index: i,
+                        frontend,
+                        mode,
+                    },
+                ));
+            }
+        };
+        for ip in &svc.cluster_ips {
+            add(*ip, port.port, Frontend::ClusterIP);
+        }
+        if matches!(svc.type_, ServiceType::NodePort | ServiceType::LoadBalancer)
+            && let Some(np) = port.node_port
+        {
+            add(node_ip, np, Frontend::NodePort);
+        }
+        if svc.type_ == ServiceType::LoadBalancer {
+            for ip in &svc.load_balancer_ips {
+                add(*ip, port.port, Frontend::LoadBalancer);
+            }
+        }
+        for ip in &svc.external_ips {
+            add(*ip, port.port, Frontend::ExternalIP);
+        }
+    }
+    out
+}
+
+/// Every listener `snap` asks for on a node whose NodePorts listen on `node_ip`; where two
+/// Services ask for the same one, the first by namespace/name gets it.
 pub fn desired(snap: &Snapshot, node_ip: IpAddr) -> (BTreeMap<ListenKey, Route>, Vec<Conflict>) {
     let mut services: Vec<&ServiceView> = snap.services().map(|s| &**s).collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<ListenKey, Route> = BTreeMap::new();
     let mut conflicts = Vec::new();
     for svc in services {
-        if svc.headless || svc.type_ == ServiceType::ExternalName {
-            continue;
-        }
-        let service = key(&svc.namespace, &svc.name);
-        for (i, port) in svc.ports.iter().enumerate() {
-            if port.protocol == Protocol::Sctp {
-                continue;
-            }
-            let mode = mode(svc, i);
-            let mut add = |ip: IpAddr, p: u16, frontend: Frontend| {
-                let listen = ListenKey {
-                    addr: SocketAddr::new(ip, p),
-                    protocol: port.protocol,
-                };
-                match out.get(&listen) {
-                    Some(Route { service: kept, .. }) if *kept != service => {
-                        conflicts.push(Conflict {
-                            listen,
-                            kept: kept.clone(),
-                            refused: service.clone(),
-                        })
-                    }
-                    Some(_) => {}
-                    None => {
-                        out.insert(
-                            listen,
-                            Route {
-                                service: service.clone(),
-                                port_index: i,
-                                frontend,
-                                mode,
-                            },
-                        );
-                    }
+        for (listen, route) in routes_of(svc, node_ip) {
+            match out.get(&listen) {
+                Some(kept) => conflicts.push(Conflict {
+                    listen,
+                    kept: kept.service.clone(),
+                    refused: route.service,
+                }),
+                None => {
+                    out.insert(listen, route);
                 }
-            };
-            for ip in &svc.cluster_ips {
-                add(*ip, port.port, Frontend::ClusterIP);
-            }
-            if matches!(svc.type_, ServiceType::NodePort | ServiceType::LoadBalancer)
-                && let Some(np) = port.node_port
-            {
-                add(node_ip, np, Frontend::NodePort);
-            }
-            if svc.type_ == ServiceType::LoadBalancer {
-                for ip in &svc.load_balancer_ips {
-                    add(*ip, port.port, Frontend::LoadBalancer);
-                }
-            }
-            for ip in &svc.external_ips {
-                add(*ip, port.port, Frontend::ExternalIP);
             }
         }
     }
@@ -217,6 +226,33 @@ mod tests {
         assert_eq!(&*m[&shared].service, "d/a");
         assert_eq!(conflicts.len(), 1);
         assert_eq!(&*conflicts[0].refused, "d/b");
+    }
+
+    #[test]
+    fn changed_since_names_only_what_changed() {
+        let v = |name: &str, ip: &str| json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
+        let one = snap(
+            (0..100)
+                .map(|i| v(&format!("s{i}"), "127.96.0.2"))
+                .collect(),
+        );
+        assert_eq!(one.changed_since(&Snapshot::default()).len(), 100);
+        let svc: Service = serde_json::from_value(v("s7", "127.96.0.9")).unwrap();
+        let two = one.with_changes([
+            (
+                key("d", "s7"),
+                Some(Arc::new(ServiceView::build(&svc, &[]))),
+            ),
+            (key("d", "s9"), None),
+        ]);
+        let mut changed: Vec<String> = two
+            .changed_since(&one)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        changed.sort();
+        assert_eq!(changed, ["d/s7", "d/s9"]);
+        assert!(two.changed_since(&two).is_empty());
     }
 
     #[test]

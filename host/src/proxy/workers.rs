@@ -8,6 +8,31 @@ use std::future::Future;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
+/// Raises the open-file soft limit to the hard limit: every listener takes one socket per
+/// worker and every proxied connection two. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 0;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return wanted.rlim_cur;
+            }
+        }
+    }
+    l.rlim_cur
+}
+
 pub struct Workers {
     handles: Vec<Handle>,
 }
