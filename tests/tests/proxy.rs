@@ -492,3 +492,39 @@ fn a_plugin_swapped_under_load_fails_no_request() {
         0.0
     );
 }
+
+#[test]
+fn half_close_reaches_the_backend_and_the_answer_comes_back() {
+    use std::io::Write;
+    let g = Gateway::start().unwrap();
+    // A backend that reads until the client's FIN, then answers with the byte count.
+    let ip = g.backend_ip(95);
+    let listener = std::net::TcpListener::bind(format!("{ip}:9400")).unwrap();
+    let backend = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes())
+            .unwrap();
+    });
+    service(
+        &g,
+        "half",
+        "ports: [{port: 80, targetPort: 9400}]",
+        &[(ip, "test-node")],
+        9400,
+    );
+    let cip = jsonpath(&g, &["svc", "half"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 1);
+    let mut s = TcpStream::connect(format!("{cip}:80")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // More than the socket buffers hold at once, so the copy has to wait for the peer.
+    let payload = vec![7u8; 8 << 20];
+    s.write_all(&payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("got {} bytes", 8 << 20));
+    backend.join().unwrap();
+}

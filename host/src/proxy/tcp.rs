@@ -1,6 +1,7 @@
 //! L4 TCP: accept → source ranges → policy `on-connect` → pick (affinity, plugin or native)
 //! → connect with a timeout, retrying other endpoints (bounded) and telling the balancer how
-//! each attempt went → bidirectional copy with half-close. Refusals reset the connection
+//! each attempt went → bidirectional copy with half-close, through one scratch buffer per
+//! worker (an idle connection holds no buffer). Refusals reset the connection
 //! (RST), as kube-proxy rejects traffic for a Service without endpoints.
 
 use std::net::SocketAddr;
@@ -16,8 +17,14 @@ use super::select::Target;
 use crate::plugin::Request;
 use crate::plugin::bindings::types::Outcome;
 
-/// Copy buffer per direction: 2 × this per proxied connection.
-const BUF: usize = 8 * 1024;
+/// The worker's copy buffer. A connection holds no buffer of its own while idle; bytes the
+/// peer cannot take at once are kept in a per-direction stash until it can.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// Accepts on one worker's socket until the listener is closed (its task aborted).
 pub(super) async fn serve(
@@ -65,20 +72,69 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
     }
     let mut req = Request::tcp(peer);
     req.node_local = t.node_local;
-    let Some((mut upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
+    let Some((upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
         return reset(sock);
     };
     let _ = sock.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     m.active.inc();
-    let mut sock = sock;
-    let result = tokio::io::copy_bidirectional_with_sizes(&mut sock, &mut upstream, BUF, BUF).await;
+    let result = tokio::try_join!(one_way(&sock, &upstream), one_way(&upstream, &sock));
     m.active.dec();
     if let Ok((from_client, to_client)) = result {
         m.received.inc_by(from_client);
         m.sent.inc_by(to_client);
     }
     dp.feedback(&t, index, connect_micros, 0, true);
+}
+
+/// Copies `from` → `to` until `from` ends, then shuts `to`'s write side (half-close). Reads
+/// into the worker's scratch buffer and writes straight on; only what `to` cannot take now is
+/// copied aside.
+async fn one_way(from: &TcpStream, to: &TcpStream) -> std::io::Result<u64> {
+    use std::io::ErrorKind::WouldBlock;
+    let mut total = 0u64;
+    let mut stash: Vec<u8> = Vec::new();
+    loop {
+        if !stash.is_empty() {
+            to.writable().await?;
+            match to.try_write(&stash) {
+                Ok(n) => {
+                    stash.drain(..n);
+                    if stash.is_empty() {
+                        stash = Vec::new();
+                    }
+                }
+                Err(e) if e.kind() == WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        from.readable().await?;
+        let read = SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            let n = match from.try_read(&mut b) {
+                Ok(n) => n,
+                Err(e) if e.kind() == WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if n > 0 {
+                match to.try_write(&b[..n]) {
+                    Ok(w) => stash.extend_from_slice(&b[w..n]),
+                    Err(e) if e.kind() == WouldBlock => stash.extend_from_slice(&b[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Some(n))
+        })?;
+        match read {
+            None => continue,
+            Some(0) => {
+                let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+                return Ok(total);
+            }
+            Some(n) => total += n as u64,
+        }
+    }
 }
 
 impl DataPlane {
