@@ -149,6 +149,9 @@ pub struct ServeArgs {
     /// A UDP flow ends after this many seconds without a datagram either way [default: 30]
     #[arg(long, value_name = "S")]
     pub udp_timeout_s: Option<u64>,
+    /// TCP connections to an endpoint that left its Service are closed after this many seconds; 0: never [default: 30]
+    #[arg(long, value_name = "S")]
+    pub drain_timeout_s: Option<u64>,
     /// Load a plugin from a file and reload it whenever the file changes (repeatable);
     /// in the YAML file: `plugins: {NAME: PATH}`, paths relative to the file
     #[arg(long = "plugin", value_name = "NAME=PATH")]
@@ -257,7 +260,8 @@ impl ServeArgs {
                 node_name,
                 connect_timeout_ms,
                 connect_attempts,
-                udp_timeout_s
+                udp_timeout_s,
+                drain_timeout_s
             );
             self.in_cluster |= file.in_cluster;
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -376,6 +380,7 @@ impl ServeArgs {
                 connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
                 connect_attempts,
                 udp_timeout: std::time::Duration::from_secs(udp_timeout_s),
+                drain_timeout: std::time::Duration::from_secs(self.drain_timeout_s.unwrap_or(30)),
             },
         })
     }

@@ -139,6 +139,16 @@ fn no_endpoint_is_503_and_a_dead_endpoint_is_502() {
     );
 }
 
+/// curl's body and status (` NNN` appended) for a GET of `url` with headers `h`.
+fn get_with_headers(url: &str, h: &[&str]) -> String {
+    let mut args = vec!["-w", " %{http_code}"];
+    for x in h {
+        args.extend(["-H", x]);
+    }
+    args.push(url);
+    curl(&args).1
+}
+
 #[test]
 fn a_policy_plugin_denies_and_reroutes_requests() {
     let g = Gateway::start().unwrap();
@@ -168,14 +178,7 @@ fn a_policy_plugin_denies_and_reroutes_requests() {
     let cip = jsonpath(&g, &["svc", "main"], "{.spec.clusterIP}");
     wait_listener(&g, &format!("{cip}:80"), 1);
     let url = format!("http://{cip}/");
-    let get = |h: &[&str]| {
-        let mut args = vec!["-w", " %{http_code}"];
-        for x in h {
-            args.extend(["-H", x]);
-        }
-        args.push(&url);
-        curl(&args).1
-    };
+    let get = |h: &[&str]| get_with_headers(&url, h);
     // The annotation reaches the data plane through the snapshot; wait for the policy.
     switchyard_e2e::wait_for(std::time::Duration::from_secs(10), "the policy", || {
         get(&["x-block: 1"]).ends_with(" 451").then_some(())
@@ -190,4 +193,27 @@ fn a_policy_plugin_denies_and_reroutes_requests() {
         "rerouted to default/canary"
     );
     assert!(get(&["x-env: prod"]).starts_with("b21 "));
+}
+
+#[test]
+fn the_http_example_manifest_works_as_documented() {
+    let g = Gateway::start().unwrap();
+    let _b: Vec<switchyard_e2e::Backend> = [21u8, 22, 23]
+        .iter()
+        .map(|i| {
+            switchyard_e2e::Backend::http(&format!("127.0.0.{i}"), 8080, &format!("b{i}")).unwrap()
+        })
+        .collect();
+    let path = switchyard_e2e::workspace_root().join("examples/web-http.yaml");
+    g.ok(&["apply", "-f", path.to_str().unwrap()]);
+    let lb = jsonpath(&g, &["svc", "web"], "{.status.loadBalancer.ingress[0].ip}");
+    wait_listener(&g, &format!("{lb}:80"), 2);
+    let url = format!("http://{lb}/");
+    let get = |h: &[&str]| get_with_headers(&url, h);
+    let served: Vec<String> = (0..6)
+        .map(|_| get(&[]).split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(distinct(&served), names(&[21, 22]), "{served:?}");
+    assert!(get(&["x-block: yes"]).ends_with(" 403"));
+    assert!(get(&["x-env: canary"]).starts_with("b23 "));
 }

@@ -131,6 +131,25 @@ impl DataPlane {
         }
     }
 
+    /// Closes, on every worker, the connections to `gone` endpoints still open after the
+    /// drain timeout (unless they came back).
+    fn drain(&self, target: &Arc<ArcSwap<Target>>, gone: Vec<SocketAddr>) {
+        let timeout = self.settings.drain_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        for i in 0..self.workers.count() {
+            let (target, gone) = (target.clone(), gone.clone());
+            self.workers.spawn(i, async move {
+                let service = target.load().route.service.clone();
+                let n = super::drain::cut_after(timeout, target, gone).await;
+                if n > 0 {
+                    tracing::info!(%service, connections = n, "closed connections to endpoints that left, after the drain timeout");
+                }
+            });
+        }
+    }
+
     fn target(&self, route: Route, snap: &Snapshot) -> Option<Target> {
         let svc = snap.get_key(&route.service)?.clone();
         let port_index = route.port_index;
@@ -197,8 +216,12 @@ impl Listeners {
                     }
                     Some(a) => {
                         if let Some(t) = dp.target(route.clone(), snap) {
+                            let gone = super::drain::gone(&a.target.load(), &t);
                             a.target.store(Arc::new(t));
                             a.route = route;
+                            if !gone.is_empty() && a.route.mode == Mode::Tcp {
+                                dp.drain(&a.target, gone);
+                            }
                         }
                     }
                     None => {

@@ -6,6 +6,7 @@
 //! round-robin over [`select::Target`]) → backends. The decisions ([`table`], [`select`])
 //! are sans-IO; this module only wires them to sockets.
 
+mod drain;
 mod http;
 pub mod listeners;
 pub mod metrics;
@@ -42,6 +43,9 @@ pub struct ProxySettings {
     /// Endpoints tried per connection before giving up.
     pub connect_attempts: usize,
     pub udp_timeout: Duration,
+    /// TCP connections to an endpoint that left its Service are closed after this long
+    /// (zero: never).
+    pub drain_timeout: Duration,
 }
 
 pub struct DataPlane {

@@ -78,7 +78,17 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
     let _ = sock.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     m.active.inc();
-    let result = tokio::try_join!(one_way(&sock, &upstream), one_way(&upstream, &sock));
+    let copy = async { tokio::try_join!(one_way(&sock, &upstream), one_way(&upstream, &sock)) };
+    let result = if dp.settings.drain_timeout.is_zero() {
+        copy.await
+    } else {
+        // The endpoint leaving the Service ends the connection after the drain timeout.
+        let reg = super::drain::register(&t, t.endpoint_addr(index));
+        tokio::select! {
+            r = copy => r,
+            _ = reg.cut.notified() => Err(std::io::Error::other("drained")),
+        }
+    };
     m.active.dec();
     if let Ok((from_client, to_client)) = result {
         m.received.inc_by(from_client);
