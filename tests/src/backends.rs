@@ -45,6 +45,55 @@ while True:
     s.sendto(name.encode() + b" " + d, a)
 "#;
 
+/// Expects a PROXY protocol v2 header, then an HTTP request; answers
+/// `NAME src=IP:PORT dst=IP:PORT` from the header (or 400 without one).
+const PROXY_V2: &str = r#"
+import sys, signal, socket, struct, threading
+signal.alarm(900)
+ip, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def exact(c, n):
+    b = b""
+    while len(b) < n:
+        k = c.recv(n - len(b))
+        if not k:
+            raise EOFError
+        b += k
+    return b
+def handle(c):
+    try:
+        h = exact(c, 16)
+        if h[:12] != b"\r\n\r\n\x00\r\nQUIT\n" or h[12] != 0x21:
+            msg = b"no PROXY v2 header\n"
+            c.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(msg) + msg)
+            return
+        a = exact(c, struct.unpack("!H", h[14:16])[0])
+        if h[13] == 0x11:
+            src, dst = socket.inet_ntop(socket.AF_INET, a[0:4]), socket.inet_ntop(socket.AF_INET, a[4:8])
+            sp, dp = struct.unpack("!HH", a[8:12])
+        else:
+            src, dst = socket.inet_ntop(socket.AF_INET6, a[0:16]), socket.inet_ntop(socket.AF_INET6, a[16:32])
+            sp, dp = struct.unpack("!HH", a[32:36])
+        req = b""
+        while b"\r\n\r\n" not in req:
+            k = c.recv(4096)
+            if not k:
+                break
+            req += k
+        msg = ("%s src=%s:%d dst=%s:%d\n" % (name, src, sp, dst, dp)).encode()
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(msg) + msg)
+    except EOFError:
+        pass
+    finally:
+        c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.listen(128)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
 pub struct Backend {
     child: Option<Child>,
     pub name: String,
@@ -72,6 +121,16 @@ impl Backend {
         let b = Self::spawn(HTTP, ip, port, name)?;
         let addr = b.addr.clone();
         wait_for(Duration::from_secs(10), "an HTTP backend", || {
+            TcpStream::connect(&addr).ok()
+        })?;
+        Ok(b)
+    }
+
+    /// An HTTP backend behind PROXY protocol v2 on `ip:port`, ready when this returns.
+    pub fn proxy_v2(ip: &str, port: u16, name: &str) -> Result<Self> {
+        let b = Self::spawn(PROXY_V2, ip, port, name)?;
+        let addr = b.addr.clone();
+        wait_for(Duration::from_secs(10), "a PROXY v2 backend", || {
             TcpStream::connect(&addr).ok()
         })?;
         Ok(b)

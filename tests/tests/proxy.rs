@@ -328,3 +328,31 @@ fn half_close_reaches_the_backend_and_the_answer_comes_back() {
     assert_eq!(answer, format!("got {} bytes", 8 << 20));
     backend.join().unwrap();
 }
+
+#[test]
+fn proxy_protocol_v2_tells_the_backend_who_the_client_is() {
+    let g = Gateway::start().unwrap();
+    let _b = Backend::proxy_v2(&g.backend_ip(98), 9500, "pp").unwrap();
+    service(
+        &g,
+        "pp",
+        "ports: [{port: 80, targetPort: 9500}]",
+        &[(g.backend_ip(98), "test-node")],
+        9500,
+    );
+    g.ok(&["annotate", "svc", "pp", "switchyard.io/proxy-protocol=v2"]);
+    let cip = jsonpath(&g, &["svc", "pp"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 1);
+    let client = format!("127.{}.230.8", g.net);
+    // The annotation reaches the listener's target through the snapshot.
+    let body = wait_for(Duration::from_secs(10), "a PROXY header", || {
+        let (code, body) = curl(&["--interface", &client, &format!("http://{cip}/")]);
+        (code == 0 && body.starts_with("pp src=")).then_some(body)
+    })
+    .unwrap();
+    assert!(body.starts_with(&format!("pp src={client}:")), "{body}");
+    assert!(
+        body.trim_end().ends_with(&format!("dst={cip}:80")),
+        "{body}"
+    );
+}

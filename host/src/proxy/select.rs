@@ -37,6 +37,9 @@ pub struct Target {
     pub affinity: Option<Duration>,
     /// Affinity table key part: the Service port (shared by all frontends of the port).
     pub affinity_key: u64,
+    /// Send a PROXY protocol v2 header to the endpoint first (`switchyard.io/proxy-protocol:
+    /// v2`; TCP mode).
+    pub proxy_protocol: bool,
     pub metrics: PortMetrics,
 }
 
@@ -75,6 +78,10 @@ impl Target {
                 .affinity_timeout_seconds
                 .map(|s| Duration::from_secs(s as u64)),
             affinity_key: FxBuildHasher.hash_one((&*route.service, route.port_index)),
+            proxy_protocol: source
+                .annotations
+                .get("switchyard.io/proxy-protocol")
+                .is_some_and(|v| v.trim() == "v2"),
             node_local: local,
             usable,
             is_usable,

@@ -72,9 +72,17 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
     }
     let mut req = Request::tcp(peer);
     req.node_local = t.node_local;
-    let Some((upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
+    let Some((mut upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
         return reset(sock);
     };
+    if t.proxy_protocol {
+        let service_addr = sock.local_addr().unwrap_or(peer);
+        if let Err(e) = send_proxy_header(&mut upstream, peer, service_addr).await {
+            tracing::debug!(service = %t.route.service, error = %e, "writing the PROXY header failed");
+            dp.feedback(&t, index, connect_micros, 0, false);
+            return reset(sock);
+        }
+    }
     let _ = sock.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     m.active.inc();
@@ -95,6 +103,29 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
         m.sent.inc_by(to_client);
     }
     dp.feedback(&t, index, connect_micros, 0, true);
+}
+
+/// Writes a PROXY protocol v2 header (`client` → `service`) to a fresh upstream connection,
+/// so the backend sees the client's address. Mixed families are sent as IPv6 (v4-mapped).
+async fn send_proxy_header(
+    upstream: &mut TcpStream,
+    client: SocketAddr,
+    service: SocketAddr,
+) -> std::io::Result<()> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    use tokio::io::AsyncWriteExt;
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    let pair = if client.is_ipv4() == service.is_ipv4() {
+        (client, service)
+    } else {
+        (v6(client), v6(service))
+    };
+    let header =
+        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, pair).build()?;
+    upstream.write_all(&header).await
 }
 
 /// Copies `from` → `to` until `from` ends, then shuts `to`'s write side (half-close). Reads
