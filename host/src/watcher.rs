@@ -1,4 +1,4 @@
-//! Follows Services and EndpointSlices through `kube` (kube-runtime watchers) — from the
+//! Follows Services, EndpointSlices and `kubernetes.io/tls` Secrets through `kube` (kube-runtime watchers) — from the
 //! embedded API or a real cluster, one code path — and publishes a new [`Snapshot`] through
 //! `arc-swap` after each burst of changes, rebuilding only the Services that changed.
 
@@ -9,18 +9,19 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
 use crate::controller::endpoints::SERVICE_NAME_LABEL;
 use crate::metrics::Metrics;
-use crate::snapshot::{ServiceKey, ServiceView, Snapshot, key};
+use crate::snapshot::{ServiceKey, ServiceView, Snapshot, TlsPair, key};
 
 enum Change {
     Service(Box<Event<Service>>),
     Slice(Box<Event<EndpointSlice>>),
+    Secret(Box<Event<Secret>>),
 }
 
 #[derive(Default)]
@@ -31,8 +32,12 @@ struct World {
     slice_owner: HashMap<(String, String), ServiceKey>,
     relist_services: Option<HashMap<ServiceKey, Service>>,
     relist_slices: Option<Vec<EndpointSlice>>,
+    /// `kubernetes.io/tls` Secrets by `namespace/name`.
+    secrets: HashMap<String, Arc<TlsPair>>,
+    relist_secrets: Option<HashMap<String, Arc<TlsPair>>>,
     services_synced: bool,
     slices_synced: bool,
+    secrets_synced: bool,
     dirty: HashSet<ServiceKey>,
     all_dirty: bool,
 }
@@ -69,6 +74,68 @@ impl World {
         match c {
             Change::Service(e) => self.apply_service(*e),
             Change::Slice(e) => self.apply_slice(*e),
+            Change::Secret(e) => self.apply_secret(*e),
+        }
+    }
+
+    fn apply_secret(&mut self, e: Event<Secret>) {
+        let pair = |s: &Secret| {
+            let id = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+            let data = s.data.as_ref();
+            let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.clone());
+            let pair = match (get("tls.crt"), get("tls.key")) {
+                (Some(cert_pem), Some(key_pem)) => Some(Arc::new(TlsPair {
+                    secret: id.clone(),
+                    cert_pem,
+                    key_pem,
+                })),
+                _ => None,
+            };
+            (id, pair)
+        };
+        match e {
+            Event::Init => self.relist_secrets = Some(HashMap::new()),
+            Event::InitApply(s) => {
+                if let (id, Some(p)) = pair(&s) {
+                    self.relist_secrets.get_or_insert_default().insert(id, p);
+                }
+            }
+            Event::InitDone => {
+                self.secrets = self.relist_secrets.take().unwrap_or_default();
+                self.secrets_synced = true;
+                self.all_dirty = true;
+            }
+            Event::Apply(s) => {
+                let (id, p) = pair(&s);
+                match p {
+                    Some(p) => self.secrets.insert(id.clone(), p),
+                    None => self.secrets.remove(&id),
+                };
+                self.secret_changed(&id);
+            }
+            Event::Delete(s) => {
+                let (id, _) = pair(&s);
+                self.secrets.remove(&id);
+                self.secret_changed(&id);
+            }
+        }
+    }
+
+    /// Marks the Services that name Secret `id` (`namespace/name`) for a rebuild.
+    fn secret_changed(&mut self, id: &str) {
+        let Some((ns, name)) = id.split_once('/') else {
+            return;
+        };
+        for (k, svc) in &self.services {
+            let names = svc
+                .annotations()
+                .get("switchyard.io/tls-secret")
+                .map(String::as_str)
+                .unwrap_or("");
+            if svc.namespace().as_deref() == Some(ns) && names.split(',').any(|n| n.trim() == name)
+            {
+                self.dirty.insert(k.clone());
+            }
         }
     }
 
@@ -122,7 +189,16 @@ impl World {
             .get(k)
             .map(|m| m.values().collect())
             .unwrap_or_default();
-        Some(Arc::new(ServiceView::build(svc, &slices)))
+        let mut view = ServiceView::build(svc, &slices);
+        view.tls = view
+            .tls_secret_names()
+            .filter_map(|n| {
+                self.secrets
+                    .get(&format!("{}/{n}", view.namespace))
+                    .cloned()
+            })
+            .collect();
+        Some(Arc::new(view))
     }
 
     /// The next snapshot: the previous one with the dirty Services rebuilt.
@@ -151,9 +227,17 @@ pub async fn run(
     let cfg = watcher::Config::default();
     let services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone())
         .map(|r| r.map(|e| Change::Service(Box::new(e))));
-    let slices = watcher::watcher(Api::<EndpointSlice>::all(client), cfg)
+    let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone())
         .map(|r| r.map(|e| Change::Slice(Box::new(e))));
-    let mut changes = futures::stream::select(services, slices).boxed();
+    // Only TLS Secrets, for `switchyard.io/tls-secret` (a real cluster's role must allow
+    // list/watch on secrets).
+    let secrets = watcher::watcher(
+        Api::<Secret>::all(client),
+        cfg.fields("type=kubernetes.io/tls"),
+    )
+    .map(|r| r.map(|e| Change::Secret(Box::new(e))));
+    let mut changes =
+        futures::stream::select(futures::stream::select(services, slices), secrets).boxed();
     let mut world = World::default();
     let mut last_error: Option<Instant> = None;
     while let Some(first) = changes.next().await {
@@ -177,7 +261,7 @@ pub async fn run(
                 }
             }
         }
-        if !(world.services_synced && world.slices_synced)
+        if !(world.services_synced && world.slices_synced && world.secrets_synced)
             || (world.dirty.is_empty() && !world.all_dirty)
         {
             continue;

@@ -81,18 +81,26 @@ async fn connection(
         return super::tcp::reset(sock);
     }
     let _ = sock.set_nodelay(true);
+    let Ok(client) = super::tcp::accept_tls(&t, sock).await else {
+        return;
+    };
+    let https = client.is_ok();
     m.active.inc();
     let service = {
         let dp = dp.clone();
         hyper::service::service_fn(move |r| {
             let (target, dp) = (target.clone(), dp.clone());
-            async move { Ok::<_, Infallible>(handle(r, peer, &target, &dp).await) }
+            async move { Ok::<_, Infallible>(handle(r, peer, https, &target, &dp).await) }
         })
     };
     let mut server = auto::Builder::new(TokioExecutor::new());
     server.http1().timer(TokioTimer::new());
     server.http2().timer(TokioTimer::new());
-    if let Err(e) = server.serve_connection(TokioIo::new(sock), service).await {
+    let served = match client {
+        Ok(tls) => server.serve_connection(TokioIo::new(tls), service).await,
+        Err(sock) => server.serve_connection(TokioIo::new(sock), service).await,
+    };
+    if let Err(e) = served {
         tracing::trace!(client = %peer, error = %e, "HTTP connection ended with an error");
     }
     m.active.dec();
@@ -111,6 +119,7 @@ fn plain(status: StatusCode, text: String) -> Response<DownBody> {
 async fn handle(
     mut r: HttpRequest<Incoming>,
     peer: SocketAddr,
+    https: bool,
     target: &ArcSwap<Target>,
     dp: &Arc<DataPlane>,
 ) -> Response<DownBody> {
@@ -163,7 +172,7 @@ async fn handle(
             },
         }
     }
-    let resp = forward(r, peer, &t, dp).await;
+    let resp = forward(r, peer, https, &t, dp).await;
     t.metrics.status(resp.status().as_u16());
     resp
 }
@@ -232,6 +241,7 @@ const HOP_BY_HOP: [&str; 8] = [
 async fn forward(
     r: HttpRequest<Incoming>,
     peer: SocketAddr,
+    https: bool,
     t: &Target,
     dp: &DataPlane,
 ) -> Response<DownBody> {
@@ -250,7 +260,7 @@ async fn forward(
     {
         parts.headers.insert("host", h.clone());
     }
-    forwarding_headers(&mut parts.headers, peer, host.as_ref());
+    forwarding_headers(&mut parts.headers, peer, https, host.as_ref());
     parts.version = if h2 {
         Version::HTTP_2
     } else {
@@ -354,7 +364,13 @@ async fn forward(
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `Forwarded` (RFC 7239).
-fn forwarding_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+fn forwarding_headers(
+    h: &mut HeaderMap,
+    peer: SocketAddr,
+    https: bool,
+    host: Option<&HeaderValue>,
+) {
+    let proto = if https { "https" } else { "http" };
     let ip = peer.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::try_from(format!("{prev}, {ip}")),
@@ -363,15 +379,15 @@ fn forwarding_headers(h: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderV
     if let Ok(v) = xff {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     let node = if peer.is_ipv6() {
         format!("\"[{ip}]\"")
     } else {
         ip
     };
     let forwarded = match host.and_then(|v| v.to_str().ok()) {
-        Some(host) => format!("for={node};proto=http;host=\"{host}\""),
-        None => format!("for={node};proto=http"),
+        Some(host) => format!("for={node};proto={proto};host=\"{host}\""),
+        None => format!("for={node};proto={proto}"),
     };
     if let Ok(v) = HeaderValue::try_from(forwarded) {
         h.append("forwarded", v);

@@ -160,7 +160,15 @@ impl DataPlane {
             super::metrics::PortMetrics::detached(),
         );
         let metrics = self.metrics.port(&svc, port_index, &t.view);
-        Some(t.with_metrics(metrics))
+        let mut t = t.with_metrics(metrics);
+        if t.route.tls {
+            let cfg = super::tls::server_config(&svc.tls, t.route.mode == Mode::Http);
+            if let Err(e) = &cfg {
+                tracing::warn!(service = %t.route.service, error = %e, "TLS listener refuses connections until its Secret is usable");
+            }
+            t = t.with_tls(cfg);
+        }
+        Some(t)
     }
 }
 

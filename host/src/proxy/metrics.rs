@@ -64,14 +64,17 @@ pub enum Reason {
     SourceRange,
     Policy,
     ConnectFailed,
+    /// The TLS handshake failed, or the listener has no usable certificate.
+    Tls,
 }
 
 impl Reason {
-    const ALL: [Reason; 4] = [
+    const ALL: [Reason; 5] = [
         Reason::NoEndpoint,
         Reason::SourceRange,
         Reason::Policy,
         Reason::ConnectFailed,
+        Reason::Tls,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -79,6 +82,7 @@ impl Reason {
             Reason::SourceRange => "source_range",
             Reason::Policy => "policy",
             Reason::ConnectFailed => "connect_failed",
+            Reason::Tls => "tls",
         }
     }
 }
@@ -273,7 +277,7 @@ pub struct PortMetrics {
     pub active: Gauge,
     pub received: Counter,
     pub sent: Counter,
-    rejected: [Counter; 4],
+    rejected: [Counter; 5],
     pub connect_errors: Counter,
     pub connect_seconds: Histogram,
     pub response_seconds: Histogram,

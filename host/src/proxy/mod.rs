@@ -14,6 +14,7 @@ mod pool;
 pub mod select;
 pub mod table;
 mod tcp;
+mod tls;
 mod udp;
 mod workers;
 

@@ -37,6 +37,9 @@ pub struct Target {
     pub affinity: Option<Duration>,
     /// Affinity table key part: the Service port (shared by all frontends of the port).
     pub affinity_key: u64,
+    /// TLS termination: the server config, or why it could not be built (then connections are
+    /// refused rather than served in clear). Set by the reconciler.
+    pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
     /// Send a PROXY protocol v2 header to the endpoint first (`switchyard.io/proxy-protocol:
     /// v2`; TCP mode).
     pub proxy_protocol: bool,
@@ -78,6 +81,7 @@ impl Target {
                 .affinity_timeout_seconds
                 .map(|s| Duration::from_secs(s as u64)),
             affinity_key: FxBuildHasher.hash_one((&*route.service, route.port_index)),
+            tls: None,
             proxy_protocol: source
                 .annotations
                 .get("switchyard.io/proxy-protocol")
@@ -92,6 +96,12 @@ impl Target {
             route,
             metrics,
         }
+    }
+
+    /// This target terminating TLS with `tls` (or refusing, with the reason).
+    pub fn with_tls(mut self, tls: Result<Arc<rustls::ServerConfig>, String>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// This target with the registered metric handles (built from its own view).
@@ -269,6 +279,7 @@ mod tests {
                 endpoints: eps,
             }],
             resource_version: "1".into(),
+            tls: Vec::new(),
         })
     }
 
@@ -278,6 +289,7 @@ mod tests {
             port_index: 0,
             frontend,
             mode: Mode::Tcp,
+            tls: false,
         };
         Target::new(route, v, "me", PortMetrics::detached())
     }

@@ -56,10 +56,13 @@ pub struct Route {
     pub port_index: usize,
     pub frontend: Frontend,
     pub mode: Mode,
+    /// Terminate TLS (an external frontend of a Service with `switchyard.io/tls-secret`).
+    pub tls: bool,
 }
 
 /// The mode of `svc`'s port: UDP for UDP ports; HTTP when the port's `appProtocol` is `http`
-/// or `kubernetes.io/h2c`, or the annotation `switchyard.io/mode: http`; else TCP.
+/// or `kubernetes.io/h2c`, or the annotation `switchyard.io/mode: http`; else TCP. (`https`
+/// becomes HTTP on listeners that terminate TLS, see [`routes_of`].)
 pub fn mode(svc: &ServiceView, port_index: usize) -> Mode {
     let port = &svc.ports[port_index];
     if port.protocol == Protocol::Udp {
@@ -95,8 +98,14 @@ pub fn routes_of(svc: &ServiceView, node_ip: IpAddr) -> Vec<(ListenKey, Route)> 
         if port.protocol == Protocol::Sctp {
             continue;
         }
-        let mode = mode(svc, i);
+        let terminates = svc.tls_secret_names().next().is_some();
         let mut add = |ip: IpAddr, p: u16, frontend: Frontend| {
+            let tls = terminates && frontend.external() && port.protocol == Protocol::Tcp;
+            let mode = match mode(svc, i) {
+                // `https` is passed through as TCP unless switchyard terminates the TLS.
+                Mode::Tcp if tls && port.app_protocol.as_deref() == Some("https") => Mode::Http,
+                m => m,
+            };
             let listen = ListenKey {
                 addr: SocketAddr::new(ip, p),
                 protocol: port.protocol,
@@ -109,6 +118,7 @@ pub fn routes_of(svc: &ServiceView, node_ip: IpAddr) -> Vec<(ListenKey, Route)> 
                         port_index: i,
                         frontend,
                         mode,
+                        tls,
                     },
                 ));
             }
@@ -253,6 +263,26 @@ mod tests {
         changed.sort();
         assert_eq!(changed, ["d/s7", "d/s9"]);
         assert!(two.changed_since(&two).is_empty());
+    }
+
+    #[test]
+    fn tls_terminates_on_external_frontends_only() {
+        let s = snap(vec![
+            json!({"metadata": {"name": "s", "namespace": "d", "annotations": {"switchyard.io/tls-secret": "s-tls"}},
+                "spec": {"type": "LoadBalancer", "clusterIP": "127.96.0.2", "ports": [{"port": 443, "nodePort": 30443, "appProtocol": "https"}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "127.200.0.1"}]}}}),
+        ]);
+        let (m, _) = desired(&s, "127.0.0.1".parse().unwrap());
+        let got: Vec<(Frontend, Mode, bool)> =
+            m.values().map(|r| (r.frontend, r.mode, r.tls)).collect();
+        assert_eq!(
+            got,
+            [
+                (Frontend::NodePort, Mode::Http, true),
+                (Frontend::ClusterIP, Mode::Tcp, false),
+                (Frontend::LoadBalancer, Mode::Http, true),
+            ]
+        );
     }
 
     #[test]

@@ -63,6 +63,35 @@ pub(super) fn reset(sock: TcpStream) {
     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
 }
 
+/// How long a client may take to complete the TLS handshake.
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Completes the TLS handshake when the listener terminates TLS: `Ok(None)` for a plain
+/// listener, `Err(())` (counted) when the listener cannot serve TLS or the handshake fails.
+pub(super) async fn accept_tls(
+    t: &Target,
+    sock: TcpStream,
+) -> Result<Result<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>, ()> {
+    match &t.tls {
+        None => Ok(Err(sock)),
+        Some(Err(_)) => {
+            t.metrics.reject(Reason::Tls);
+            reset(sock);
+            Err(())
+        }
+        Some(Ok(cfg)) => {
+            let accept = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(sock);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(s)) => Ok(Ok(s)),
+                _ => {
+                    t.metrics.reject(Reason::Tls);
+                    Err(())
+                }
+            }
+        }
+    }
+}
+
 async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<DataPlane>) {
     let m = &t.metrics;
     m.connections.inc();
@@ -70,23 +99,34 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
         m.reject(Reason::SourceRange);
         return reset(sock);
     }
+    let service_addr = sock.local_addr().unwrap_or(peer);
+    let _ = sock.set_nodelay(true);
+    let Ok(client) = accept_tls(&t, sock).await else {
+        return;
+    };
     let mut req = Request::tcp(peer);
     req.node_local = t.node_local;
     let Some((mut upstream, index, connect_micros)) = dp.connect(&t, &req).await else {
-        return reset(sock);
-    };
-    if t.proxy_protocol {
-        let service_addr = sock.local_addr().unwrap_or(peer);
-        if let Err(e) = send_proxy_header(&mut upstream, peer, service_addr).await {
-            tracing::debug!(service = %t.route.service, error = %e, "writing the PROXY header failed");
-            dp.feedback(&t, index, connect_micros, 0, false);
-            return reset(sock);
+        if let Err(sock) = client {
+            reset(sock);
         }
+        return;
+    };
+    if t.proxy_protocol
+        && let Err(e) = send_proxy_header(&mut upstream, peer, service_addr).await
+    {
+        tracing::debug!(service = %t.route.service, error = %e, "writing the PROXY header failed");
+        dp.feedback(&t, index, connect_micros, 0, false);
+        return;
     }
-    let _ = sock.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     m.active.inc();
-    let copy = async { tokio::try_join!(one_way(&sock, &upstream), one_way(&upstream, &sock)) };
+    let copy = async {
+        match client {
+            Err(sock) => tokio::try_join!(one_way(&sock, &upstream), one_way(&upstream, &sock)),
+            Ok(mut tls) => tokio::io::copy_bidirectional(&mut tls, &mut upstream).await,
+        }
+    };
     let result = if dp.settings.drain_timeout.is_zero() {
         copy.await
     } else {
