@@ -96,3 +96,10 @@ pub fn metric(g: &Gateway, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// `(backend_ip(i), "test-node")` for each `i`: endpoints on the test gateway's node.
+pub fn local_endpoints(g: &Gateway, last: &[u8]) -> Vec<(String, &'static str)> {
+    last.iter()
+        .map(|i| (g.backend_ip(*i), "test-node"))
+        .collect()
+}

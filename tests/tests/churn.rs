@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::traffic::{backends, jsonpath, metric, service, wait_listener};
+use switchyard_e2e::traffic::{
+    backends, jsonpath, local_endpoints, metric, service, wait_listener,
+};
 use switchyard_e2e::{Gateway, curl, http, stderr, switchyard, wait_for, wasm};
 
 /// When each request finished, and the backend that served it or the error.
@@ -69,10 +71,7 @@ fn failures(results: &[(Instant, Result<String, String>)]) -> Vec<&String> {
 fn a_backend_killed_mid_run_costs_at_most_its_requests_in_flight() {
     let g = Gateway::start().unwrap();
     let mut b = backends(&g, &[71, 72, 73], 9376);
-    let eps: Vec<(String, &str)> = [71, 72, 73]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[71, 72, 73]);
     service(
         &g,
         "kill",
@@ -154,10 +153,7 @@ fn endpoints_added_and_removed_under_load_lose_nothing() {
 fn a_plugin_swapped_under_load_fails_no_request() {
     let g = Gateway::start().unwrap();
     let _b = backends(&g, &[91, 92, 93], 9376);
-    let eps: Vec<(String, &str)> = [91, 92, 93]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[91, 92, 93]);
     let admin = g.admin.clone();
     let load_plugin = |file: &std::path::Path| {
         let out = switchyard(&[

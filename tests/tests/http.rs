@@ -3,7 +3,7 @@
 //! with clear bodies, the mode annotation, and a policy plugin denying and rerouting requests.
 
 use switchyard_e2e::traffic::{
-    backends, distinct, jsonpath, metric, names, service, wait_listener,
+    backends, distinct, jsonpath, local_endpoints, metric, names, service, wait_listener,
 };
 use switchyard_e2e::{Gateway, curl};
 
@@ -46,10 +46,7 @@ fn three_streams_h2c(base: &str) -> (i32, Vec<String>) {
 fn http1_and_h2c_pick_per_request_and_forward_the_client() {
     let g = Gateway::start().unwrap();
     let _b = backends(&g, &[11, 12, 13], 9376);
-    let eps: Vec<(String, &str)> = [11, 12, 13]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[11, 12, 13]);
     service(
         &g,
         "web",

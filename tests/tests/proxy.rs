@@ -9,7 +9,8 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::traffic::{
-    backends, distinct, jsonpath, listeners, metric, names, served_by, service, wait_listener,
+    backends, distinct, jsonpath, listeners, local_endpoints, metric, names, served_by, service,
+    wait_listener,
 };
 use switchyard_e2e::{Backend, Gateway, curl, stderr, wait_for};
 
@@ -17,10 +18,7 @@ use switchyard_e2e::{Backend, Gateway, curl, stderr, wait_for};
 fn every_service_type_reaches_every_backend_and_delete_closes_listeners() {
     let g = Gateway::start().unwrap();
     let _b = backends(&g, &[11, 12, 13], 9376);
-    let eps: Vec<(String, &str)> = [11, 12, 13]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[11, 12, 13]);
     service(
         &g,
         "web",
@@ -106,10 +104,7 @@ fn udp_flows_round_trip_from_the_service_address() {
         .iter()
         .map(|i| Backend::udp_echo(&g.backend_ip(*i), 5300, &format!("u{i}")).unwrap())
         .collect();
-    let eps: Vec<(String, &str)> = [31, 32]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[31, 32]);
     service(
         &g,
         "dns",
@@ -156,10 +151,7 @@ fn udp_flows_round_trip_from_the_service_address() {
 fn session_affinity_client_ip_sticks_per_client() {
     let g = Gateway::start().unwrap();
     let _b = backends(&g, &[51, 52, 53], 9376);
-    let eps: Vec<(String, &str)> = [51, 52, 53]
-        .iter()
-        .map(|i| (g.backend_ip(*i), "test-node"))
-        .collect();
+    let eps = local_endpoints(&g, &[51, 52, 53]);
     service(
         &g,
         "sticky",

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request as HttpRequest, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::metrics::Reason;
 use super::select::Target;
@@ -31,33 +31,16 @@ use crate::plugin::{Action, Request, RequestHead};
 /// or one of ours.
 type DownBody = Either<pool::Returning, Full<Bytes>>;
 
+/// Serves one worker's socket of an HTTP listener.
 pub(super) async fn serve(
     std: std::net::TcpListener,
     target: Arc<ArcSwap<Target>>,
     dp: Arc<DataPlane>,
 ) {
-    let listener = match TcpListener::from_std(std) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "registering a listener with the worker");
-            return;
-        }
-    };
-    let mut last_error: Option<Instant> = None;
-    loop {
-        match listener.accept().await {
-            Ok((sock, peer)) => {
-                tokio::spawn(connection(sock, peer, target.clone(), dp.clone()));
-            }
-            Err(e) => {
-                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    tracing::warn!(error = %e, "accept failed");
-                    last_error = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    super::tcp::accept_loop(std, |sock, peer| {
+        tokio::spawn(connection(sock, peer, target.clone(), dp.clone()));
+    })
+    .await
 }
 
 async fn connection(
@@ -274,13 +257,7 @@ async fn forward(
         let req = request.as_ref().expect("the request is still ours");
         let index = {
             let lookup = |name: &str| header(req.headers(), name);
-            let mut ctx = Request::tcp(peer);
-            ctx.protocol = Protocol::Http;
-            ctx.method = Some(req.method().as_str());
-            ctx.path = Some(req.uri().path());
-            ctx.header = Some(&lookup);
-            ctx.node_local = t.node_local;
-            dp.choose(t, &ctx, &tried[..attempt])
+            dp.choose(t, &context(req, peer, t, &lookup), &tried[..attempt])
         };
         let Some(index) = index else {
             if attempt == 0 {

@@ -26,11 +26,11 @@ thread_local! {
         std::cell::RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
 }
 
-/// Accepts on one worker's socket until the listener is closed (its task aborted).
-pub(super) async fn serve(
+/// Accepts on one worker's socket until the listener is closed (its task aborted), handing
+/// each connection to `on`. Shared by the TCP and HTTP listeners.
+pub(super) async fn accept_loop(
     std: std::net::TcpListener,
-    target: Arc<ArcSwap<Target>>,
-    dp: Arc<DataPlane>,
+    mut on: impl FnMut(TcpStream, SocketAddr),
 ) {
     let listener = match TcpListener::from_std(std) {
         Ok(l) => l,
@@ -42,10 +42,7 @@ pub(super) async fn serve(
     let mut last_error: Option<Instant> = None;
     loop {
         match listener.accept().await {
-            Ok((sock, peer)) => {
-                let t = target.load_full();
-                tokio::spawn(connection(sock, peer, t, dp.clone()));
-            }
+            Ok((sock, peer)) => on(sock, peer),
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
                 if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
@@ -56,6 +53,18 @@ pub(super) async fn serve(
             }
         }
     }
+}
+
+/// Serves one worker's socket of an L4 listener.
+pub(super) async fn serve(
+    std: std::net::TcpListener,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) {
+    accept_loop(std, |sock, peer| {
+        tokio::spawn(connection(sock, peer, target.load_full(), dp.clone()));
+    })
+    .await
 }
 
 /// Closes `sock` with a reset rather than a FIN.
