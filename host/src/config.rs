@@ -152,6 +152,12 @@ pub struct ServeArgs {
     /// TCP connections to an endpoint that left its Service are closed after this many seconds; 0: never [default: 30]
     #[arg(long, value_name = "S")]
     pub drain_timeout_s: Option<u64>,
+    /// Interface that non-loopback Service addresses (cluster, LoadBalancer and external IPs) are
+    /// added to, through netlink: a dummy link made on first use (where the kernel has no dummy
+    /// driver, `lo`); `none`: leave the host's addresses alone. Needs CAP_NET_ADMIN
+    /// [default: switchyard0]
+    #[arg(long, value_name = "NAME")]
+    pub vip_interface: Option<String>,
     /// Load a plugin from a file and reload it whenever the file changes (repeatable);
     /// in the YAML file: `plugins: {NAME: PATH}`, paths relative to the file
     #[arg(long = "plugin", value_name = "NAME=PATH")]
@@ -347,6 +353,21 @@ impl ServeArgs {
             ));
         }
         let node_ip = self.node_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let vip_interface = match self.vip_interface.as_deref().unwrap_or("switchyard0") {
+            "none" => None,
+            name if (1..=12).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Some(name.to_string())
+            }
+            name => {
+                return Err(ConfigError::Invalid(format!(
+                    "--vip-interface {name:?}: use an interface name of 1 to 12 letters, digits, '-', '_' or '.', or none"
+                )));
+            }
+        };
         let data_dir: PathBuf = self.data_dir.unwrap_or_else(|| "./switchyard-data".into());
         Ok(Settings {
             plugin_cache: self
@@ -381,6 +402,7 @@ impl ServeArgs {
                 connect_attempts,
                 udp_timeout: std::time::Duration::from_secs(udp_timeout_s),
                 drain_timeout: std::time::Duration::from_secs(self.drain_timeout_s.unwrap_or(30)),
+                vip_interface,
             },
         })
     }

@@ -62,8 +62,8 @@ pub struct ListenerInfo {
     pub node_local: bool,
 }
 
-/// Binds one socket per worker for `key`.
-fn bind(key: &ListenKey, workers: usize) -> std::io::Result<Vec<Socket>> {
+/// Binds one socket per worker for `key`; `freebind`: before the address is on the host.
+fn bind(key: &ListenKey, workers: usize, freebind: bool) -> std::io::Result<Vec<Socket>> {
     (0..workers)
         .map(|_| {
             let ty = match key.protocol {
@@ -77,6 +77,9 @@ fn bind(key: &ListenKey, workers: usize) -> std::io::Result<Vec<Socket>> {
             }
             if key.addr.is_ipv6() {
                 s.set_only_v6(true)?;
+                s.set_freebind_v6(freebind)?;
+            } else {
+                s.set_freebind_v4(freebind)?;
             }
             s.set_nonblocking(true)?;
             s.bind(&key.addr.into())?;
@@ -94,7 +97,9 @@ fn backoff(attempts: u32) -> Duration {
 
 impl DataPlane {
     fn open(&self, dp: &Arc<DataPlane>, key: &ListenKey, a: &mut Active) {
-        match bind(key, self.workers.count()) {
+        // A managed Service address may reach the host just after its listener is bound.
+        let freebind = self.vips.is_some() && !key.addr.ip().is_loopback();
+        match bind(key, self.workers.count(), freebind) {
             Ok(sockets) => {
                 for t in a.tasks.drain(..) {
                     t.abort();
@@ -184,6 +189,8 @@ pub(super) struct Listeners {
     seen: Arc<Snapshot>,
     /// A cluster-IP listener came or went since the reroute table was built.
     routes_stale: bool,
+    /// A listener came or went since the wanted host addresses were sent.
+    vips_stale: bool,
 }
 
 impl Listeners {
@@ -201,6 +208,7 @@ impl Listeners {
                     *w == k && self.active.get(&k).is_some_and(|a| a.route.mode == r.mode)
                 });
                 if !keep && let Some(a) = self.active.remove(&k) {
+                    self.vips_stale = true;
                     tracing::debug!(listener = %k.addr, service = %a.route.service, "listener closed");
                     self.routes_stale |= a.route.frontend == table::Frontend::ClusterIP;
                     if let Some(waiting) = self.refused.remove(&k) {
@@ -245,6 +253,7 @@ impl Listeners {
                         };
                         dp.open(dp, &k, &mut a);
                         self.active.insert(k, a);
+                        self.vips_stale = true;
                     }
                 }
                 mine.push(k);
@@ -321,6 +330,17 @@ impl Listeners {
         };
         gauge("bound").set(self.active.len() as i64 - failed);
         gauge("failed").set(failed);
+        if std::mem::take(&mut self.vips_stale)
+            && let Some(tx) = &dp.vips
+        {
+            let wanted =
+                super::vips::wanted(self.active.keys().map(|k| k.addr.ip()), dp.settings.node_ip);
+            tx.send_if_modified(|held| {
+                let changed = *held != wanted;
+                *held = wanted;
+                changed
+            });
+        }
         if std::mem::take(&mut self.routes_stale) {
             // Where a policy's reroute (`namespace/name:port`) lands: the cluster-IP
             // listener's target (targets update in place, so only new or closed listeners

@@ -102,6 +102,9 @@ pub struct ProxyMetrics {
     pub listeners: Family<StateLabels, Gauge>,
     pub bind_errors: Counter,
     pub reconcile_seconds: Histogram,
+    /// Service addresses held on the VIP interface.
+    pub vips: Gauge,
+    pub vip_errors: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -127,6 +130,8 @@ impl ProxyMetrics {
             listeners: Family::default(),
             bind_errors: Counter::default(),
             reconcile_seconds: latency(),
+            vips: Gauge::default(),
+            vip_errors: Counter::default(),
         }
     }
 
@@ -191,6 +196,16 @@ impl ProxyMetrics {
             "listeners",
             "Listening sockets by state (bound, failed)",
             self.listeners.clone(),
+        );
+        r.register(
+            "vips",
+            "Service addresses switchyard holds on its VIP interface",
+            self.vips.clone(),
+        );
+        r.register(
+            "vip_errors",
+            "Netlink changes of Service addresses that failed (retried)",
+            self.vip_errors.clone(),
         );
         r.register(
             "reconcile_seconds",

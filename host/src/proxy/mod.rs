@@ -16,6 +16,7 @@ pub mod table;
 mod tcp;
 mod tls;
 mod udp;
+pub mod vips;
 mod workers;
 
 use std::cell::Cell;
@@ -47,6 +48,8 @@ pub struct ProxySettings {
     /// TCP connections to an endpoint that left its Service are closed after this long
     /// (zero: never).
     pub drain_timeout: Duration,
+    /// Where non-loopback Service addresses are added ([`vips`]); `None`: nowhere.
+    pub vip_interface: Option<String>,
 }
 
 pub struct DataPlane {
@@ -58,6 +61,8 @@ pub struct DataPlane {
     listeners: parking_lot::Mutex<listeners::Listeners>,
     /// `namespace/name:port` → the cluster-IP listener's target (policy reroutes).
     routes: ArcSwap<rustc_hash::FxHashMap<String, Arc<ArcSwap<Target>>>>,
+    /// The non-loopback addresses listened on, for [`vips::run`] (`None`: not managed).
+    vips: Option<watch::Sender<std::collections::BTreeSet<IpAddr>>>,
 }
 
 thread_local! {
@@ -75,7 +80,13 @@ impl DataPlane {
     ) -> std::io::Result<Arc<Self>> {
         let files = workers::raise_fd_limit();
         tracing::debug!(open_files = files, "file descriptor limit");
+        let vips = settings.vip_interface.clone().map(|interface| {
+            let (tx, rx) = watch::channel(Default::default());
+            tokio::spawn(vips::run(interface, rx, metrics.clone()));
+            tx
+        });
         let dp = Arc::new(DataPlane {
+            vips,
             workers: workers::Workers::start(settings.workers)?,
             settings,
             plugins,
