@@ -105,6 +105,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             kube::Config::incluster().context("reading the in-cluster service account")?,
         )?,
     };
+    let events = crate::events::Events::start(client.clone(), settings.proxy.node_name.clone());
     let (published, published_rx) = tokio::sync::watch::channel(0);
     tokio::spawn(watcher::run(
         client,
@@ -119,6 +120,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         published_rx,
         plugins.clone(),
         metrics.proxy.clone(),
+        events,
     )
     .context("starting the data plane workers")?;
     data_plane_cell

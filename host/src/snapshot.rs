@@ -126,6 +126,9 @@ pub struct ServiceView {
     pub plugins: PluginRefs,
     pub ports: Vec<PortView>,
     pub resource_version: String,
+    /// `metadata.uid`: Events about the Service name it.
+    #[serde(skip)]
+    pub uid: String,
     /// The `kubernetes.io/tls` Secrets named in `switchyard.io/tls-secret` (comma-separated,
     /// same namespace), in that order, as far as they exist; filled in by the watcher.
     #[serde(skip)]
@@ -352,6 +355,7 @@ impl ServiceView {
                 .collect(),
             ports,
             resource_version: svc.metadata.resource_version.clone().unwrap_or_default(),
+            uid: svc.metadata.uid.clone().unwrap_or_default(),
             tls: Vec::new(),
         }
     }

@@ -45,9 +45,8 @@ while True:
     s.sendto(name.encode() + b" " + d, a)
 "#;
 
-/// Expects a PROXY protocol v2 header, then an HTTP request; answers
-/// `NAME src=IP:PORT dst=IP:PORT` from the header (or 400 without one).
-const PROXY_V2: &str = r#"
+/// What the thread-per-connection servers share: arguments, `exact(c, n)` reads n bytes.
+const THREADED_HEAD: &str = r#"
 import sys, signal, socket, struct, threading
 signal.alarm(900)
 ip, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -59,6 +58,22 @@ def exact(c, n):
             raise EOFError
         b += k
     return b
+"#;
+
+/// ... and the accept loop that runs `handle(c)` on a thread per connection.
+const THREADED_LOOP: &str = r#"
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.listen(128)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
+/// Expects a PROXY protocol v2 header, then an HTTP request; answers
+/// `NAME src=IP:PORT dst=IP:PORT` from the header (or 400 without one).
+const PROXY_V2: &str = r#"
 def handle(c):
     try:
         h = exact(c, 16)
@@ -85,13 +100,48 @@ def handle(c):
         pass
     finally:
         c.close()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((ip, port))
-s.listen(128)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
+/// A WebSocket server (RFC 6455, text frames): answers the upgrade with `101` and echoes each
+/// frame as `NAME: TEXT`; a plain request gets `400`.
+const WEBSOCKET: &str = r#"
+import hashlib, base64
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def handle(c):
+    try:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            k = c.recv(4096)
+            if not k:
+                return
+            head += k
+        lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        h = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+        if h.get("upgrade", "").lower() != "websocket" or "upgrade" not in h.get("connection", "").lower():
+            msg = b"not a WebSocket upgrade\n"
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(msg) + msg)
+            return
+        accept = base64.b64encode(hashlib.sha1(h["sec-websocket-key"].encode() + GUID).digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while True:
+            b0, b1 = exact(c, 2)
+            op, n = b0 & 15, b1 & 127
+            if n == 126:
+                n = struct.unpack("!H", exact(c, 2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", exact(c, 8))[0]
+            mask = exact(c, 4) if b1 & 128 else b"\0\0\0\0"
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(exact(c, n)))
+            if op == 8:
+                c.sendall(b"\x88\x00")
+                return
+            out = name.encode() + b": " + data
+            hdr = bytes([0x81, len(out)]) if len(out) < 126 else bytes([0x81, 126]) + struct.pack("!H", len(out))
+            c.sendall(hdr + out)
+    except (EOFError, OSError):
+        pass
+    finally:
+        c.close()
 "#;
 
 pub struct Backend {
@@ -116,24 +166,41 @@ impl Backend {
         })
     }
 
+    /// Starts `script` and waits until it accepts TCP connections.
+    fn tcp(script: &str, ip: &str, port: u16, name: &str) -> Result<Self> {
+        let b = Self::spawn(script, ip, port, name)?;
+        let addr = b.addr.clone();
+        wait_for(
+            Duration::from_secs(10),
+            &format!("backend {name} on {addr}"),
+            || TcpStream::connect(&addr).ok(),
+        )?;
+        Ok(b)
+    }
+
     /// An HTTP backend on `ip:port`, ready when this returns.
     pub fn http(ip: &str, port: u16, name: &str) -> Result<Self> {
-        let b = Self::spawn(HTTP, ip, port, name)?;
-        let addr = b.addr.clone();
-        wait_for(Duration::from_secs(10), "an HTTP backend", || {
-            TcpStream::connect(&addr).ok()
-        })?;
-        Ok(b)
+        Self::tcp(HTTP, ip, port, name)
     }
 
     /// An HTTP backend behind PROXY protocol v2 on `ip:port`, ready when this returns.
     pub fn proxy_v2(ip: &str, port: u16, name: &str) -> Result<Self> {
-        let b = Self::spawn(PROXY_V2, ip, port, name)?;
-        let addr = b.addr.clone();
-        wait_for(Duration::from_secs(10), "a PROXY v2 backend", || {
-            TcpStream::connect(&addr).ok()
-        })?;
-        Ok(b)
+        Self::tcp(
+            &format!("{THREADED_HEAD}{PROXY_V2}{THREADED_LOOP}"),
+            ip,
+            port,
+            name,
+        )
+    }
+
+    /// A WebSocket echo backend on `ip:port`, ready when this returns.
+    pub fn websocket(ip: &str, port: u16, name: &str) -> Result<Self> {
+        Self::tcp(
+            &format!("{THREADED_HEAD}{WEBSOCKET}{THREADED_LOOP}"),
+            ip,
+            port,
+            name,
+        )
     }
 
     /// A UDP echo backend on `ip:port`, ready when this returns.

@@ -348,3 +348,64 @@ fn proxy_protocol_v2_tells_the_backend_who_the_client_is() {
         "{body}"
     );
 }
+
+#[test]
+fn a_listener_that_cannot_bind_is_reported_and_retried() {
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[1], 9376);
+    // Someone else holds the NodePort (no SO_REUSEPORT, so ours cannot share it).
+    let squatter = std::net::TcpListener::bind(format!("{}:30777", g.node_ip())).unwrap();
+    service(
+        &g,
+        "busy",
+        "type: NodePort, ports: [{port: 80, targetPort: 9376, nodePort: 30777}]",
+        &local_endpoints(&g, &[1]),
+        9376,
+    );
+    let addr = format!("{}:30777", g.node_ip());
+    wait_for(Duration::from_secs(10), "a failed listener", || {
+        listeners(&g)
+            .iter()
+            .find(|l| l["address"] == addr.as_str() && l["state"] == "failed")
+            .map(|l| l["error"].as_str().unwrap_or("").to_string())
+    })
+    .map(|e| assert!(e.contains("Address already in use"), "{e}"))
+    .unwrap_or_else(|e| panic!("{e}: {:?}", listeners(&g)));
+    assert!(metric(&g, "switchyard_proxy_listener_bind_errors_total") >= 1.0);
+    let events = |reason: &str| {
+        g.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name=busy,reason={reason}"),
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+        ])
+    };
+    let failed = wait_for(Duration::from_secs(5), "a Warning event", || {
+        Some(events("ListenerBindFailed")).filter(|e| !e.is_empty())
+    })
+    .unwrap();
+    assert!(failed.starts_with("Warning "), "{failed}");
+    assert!(
+        failed.contains(&addr) && failed.contains("Address already in use"),
+        "{failed}"
+    );
+    // kubectl describe shows it with the Service (it filters events by the Service's uid).
+    let described = g.ok(&["describe", "svc", "busy"]);
+    assert!(described.contains("ListenerBindFailed"), "{described}");
+
+    // The address is freed: the retry binds it, traffic flows, and a Normal event says so.
+    drop(squatter);
+    wait_listener(&g, &addr, 1);
+    let seen = served_by(&format!("http://{addr}/"), 2, &[]);
+    assert_eq!(distinct(&seen), names(&[1]));
+    let bound = wait_for(Duration::from_secs(5), "a Normal event", || {
+        Some(events("ListenerBound")).filter(|e| !e.is_empty())
+    })
+    .unwrap();
+    assert!(
+        bound.starts_with("Normal ") && bound.contains(&addr),
+        "{bound}"
+    );
+}

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::metrics::Reason;
 use super::select::Target;
-use super::{DataPlane, pool};
+use super::{DataPlane, pool, upgrade};
 use crate::plugin::bindings::types::{Header, Protocol};
 use crate::plugin::{Action, Request, RequestHead};
 
@@ -80,8 +80,16 @@ async fn connection(
     server.http1().timer(TokioTimer::new());
     server.http2().timer(TokioTimer::new());
     let served = match client {
-        Ok(tls) => server.serve_connection(TokioIo::new(tls), service).await,
-        Err(sock) => server.serve_connection(TokioIo::new(sock), service).await,
+        Ok(tls) => {
+            server
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+        }
+        Err(sock) => {
+            server
+                .serve_connection_with_upgrades(TokioIo::new(sock), service)
+                .await
+        }
     };
     if let Err(e) = served {
         tracing::trace!(client = %peer, error = %e, "HTTP connection ended with an error");
@@ -222,14 +230,19 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 async fn forward(
-    r: HttpRequest<Incoming>,
+    mut r: HttpRequest<Incoming>,
     peer: SocketAddr,
     https: bool,
-    t: &Target,
+    t: &Arc<Target>,
     dp: &DataPlane,
 ) -> Response<DownBody> {
     let m = &t.metrics;
     let h2 = t.port().app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let upgrade = match r.version() {
+        Version::HTTP_11 if !h2 => upgrade::requested(r.headers()),
+        _ => None,
+    };
+    let mut client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut r));
     let (mut parts, body) = r.into_parts();
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -237,6 +250,9 @@ async fn forward(
     };
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
+    }
+    if let Some(p) = &upgrade {
+        upgrade::restore(&mut parts.headers, p.clone());
     }
     if let Some(h) = &host
         && !parts.headers.contains_key("host")
@@ -276,16 +292,17 @@ async fn forward(
         tried[attempt] = index;
         let addr = t.endpoint_addr(index);
         let started = Instant::now();
-        let (sender, reused) = match pool::checkout(addr, h2, dp.settings.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                m.connect_errors.inc();
-                let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                dp.feedback(t, index, micros, 0, false);
-                last_error = format!("{addr}: {e}");
-                continue;
-            }
-        };
+        let (sender, reused) =
+            match pool::checkout(addr, h2, upgrade.is_some(), dp.settings.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    m.connect_errors.inc();
+                    let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    dp.feedback(t, index, micros, 0, false);
+                    last_error = format!("{addr}: {e}");
+                    continue;
+                }
+            };
         if !reused {
             m.connect_seconds.observe(started.elapsed().as_secs_f64());
         }
@@ -295,15 +312,30 @@ async fn forward(
         let (result, back) = match sender {
             pool::Sender::H1(mut s) => {
                 let r = s.try_send_request(req).await;
-                (r, Some((addr, s)))
+                (r, upgrade.is_none().then_some((addr, s)))
             }
             pool::Sender::H2(mut s) => (s.try_send_request(req).await, None),
         };
         let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 m.response_seconds.observe(micros as f64 / 1e6);
                 dp.feedback(t, index, 0, micros, resp.status().as_u16() < 500);
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client) = client_upgrade.take()
+                {
+                    let endpoint = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(upgrade::tunnel(client, endpoint, t.clone()));
+                    let (mut rp, _) = resp.into_parts();
+                    let proto = rp.headers.get(hyper::header::UPGRADE).cloned();
+                    for h in HOP_BY_HOP {
+                        rp.headers.remove(h);
+                    }
+                    if let Some(p) = proto {
+                        upgrade::restore(&mut rp.headers, p);
+                    }
+                    return Response::from_parts(rp, Either::Right(Full::new(Bytes::new())));
+                }
                 let (mut rp, rb) = resp.into_parts();
                 for h in HOP_BY_HOP {
                     rp.headers.remove(h);

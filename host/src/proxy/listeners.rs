@@ -21,6 +21,7 @@ use super::metrics::StateLabels;
 use super::select::Target;
 use super::table::{self, ListenKey, Mode, Route};
 use super::{DataPlane, http, tcp, udp};
+use crate::events::ServiceEvent;
 use crate::snapshot::{Protocol, ServiceKey, Snapshot};
 use rustc_hash::FxHashMap;
 
@@ -116,6 +117,15 @@ impl DataPlane {
                 }
                 if a.failure.take().is_some() {
                     tracing::info!(listener = %key.addr, service = %a.route.service, "listener bound after retrying");
+                    self.events.report(ServiceEvent::about(
+                        &a.target.load().view,
+                        false,
+                        "ListenerBound",
+                        format!(
+                            "listening on {:?} {} after retrying",
+                            key.protocol, key.addr
+                        ),
+                    ));
                 } else {
                     tracing::debug!(listener = %key.addr, service = %a.route.service, mode = ?a.route.mode, "listener open");
                 }
@@ -126,6 +136,14 @@ impl DataPlane {
                 let error = format!("binding {:?} {}: {e}", key.protocol, key.addr);
                 if attempts.is_multiple_of(10) {
                     tracing::warn!(service = %a.route.service, attempts, "{error}; retrying");
+                }
+                if attempts == 0 {
+                    self.events.report(ServiceEvent::about(
+                        &a.target.load().view,
+                        true,
+                        "ListenerBindFailed",
+                        format!("{error}; retrying with backoff"),
+                    ));
                 }
                 a.failure = Some(Failure {
                     error,

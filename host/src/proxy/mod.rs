@@ -16,6 +16,7 @@ pub mod table;
 mod tcp;
 mod tls;
 mod udp;
+mod upgrade;
 pub mod vips;
 mod workers;
 
@@ -56,6 +57,8 @@ pub struct DataPlane {
     pub settings: ProxySettings,
     pub plugins: Arc<Plugins>,
     pub metrics: Arc<ProxyMetrics>,
+    /// Service events (a listener that cannot bind, and when it binds again).
+    events: crate::events::Events,
     affinity: Affinity,
     workers: workers::Workers,
     listeners: parking_lot::Mutex<listeners::Listeners>,
@@ -77,6 +80,7 @@ impl DataPlane {
         published: watch::Receiver<u64>,
         plugins: Arc<Plugins>,
         metrics: Arc<ProxyMetrics>,
+        events: crate::events::Events,
     ) -> std::io::Result<Arc<Self>> {
         let files = workers::raise_fd_limit();
         tracing::debug!(open_files = files, "file descriptor limit");
@@ -91,6 +95,7 @@ impl DataPlane {
             settings,
             plugins,
             metrics,
+            events,
             affinity: Affinity::default(),
             listeners: Default::default(),
             routes: ArcSwap::from_pointee(Default::default()),

@@ -30,37 +30,16 @@ pub enum Sender {
     H2(http2::SendRequest<Incoming>),
 }
 
-/// A connection to `addr`: pooled if one is idle (`true`), else new.
+/// A connection to `addr`: pooled if one is idle (`true`), else new. `upgrade`: a new HTTP/1.1
+/// connection of its own that may switch protocols (never pooled).
 pub async fn checkout(
     addr: SocketAddr,
     h2: bool,
+    upgrade: bool,
     connect_timeout: Duration,
 ) -> std::io::Result<(Sender, bool)> {
-    if h2 {
-        let pooled = H2.with(|p| {
-            let mut p = p.borrow_mut();
-            match p.get(&addr) {
-                Some(s) if !s.is_closed() && s.is_ready() => Some(s.clone()),
-                Some(_) => {
-                    p.remove(&addr);
-                    None
-                }
-                None => None,
-            }
-        });
-        if let Some(s) = pooled {
-            return Ok((Sender::H2(s), true));
-        }
-    } else {
-        while let Some(mut s) = IDLE.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop)) {
-            if s.is_closed() {
-                continue;
-            }
-            // Ready at once unless the connection task has not yet seen the last body end.
-            if s.ready().await.is_ok() {
-                return Ok((Sender::H1(s), true));
-            }
-        }
+    if !upgrade && let Some(s) = pooled(addr, h2).await {
+        return Ok((s, true));
     }
     let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
@@ -80,11 +59,44 @@ pub async fn checkout(
         Ok((Sender::H2(s), false))
     } else {
         let (s, conn) = http1::handshake(io).await.map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        if upgrade {
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
         Ok((Sender::H1(s), false))
     }
+}
+
+/// The worker's HTTP/2 connection to `addr`, or an idle HTTP/1.1 one, if usable.
+async fn pooled(addr: SocketAddr, h2: bool) -> Option<Sender> {
+    if h2 {
+        return H2.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.get(&addr) {
+                Some(s) if !s.is_closed() && s.is_ready() => Some(Sender::H2(s.clone())),
+                Some(_) => {
+                    p.remove(&addr);
+                    None
+                }
+                None => None,
+            }
+        });
+    }
+    while let Some(mut s) = IDLE.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop)) {
+        if s.is_closed() {
+            continue;
+        }
+        // Ready at once unless the connection task has not yet seen the last body end.
+        if s.ready().await.is_ok() {
+            return Some(Sender::H1(s));
+        }
+    }
+    None
 }
 
 fn checkin(addr: SocketAddr, s: http1::SendRequest<Incoming>) {

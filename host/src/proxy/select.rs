@@ -267,6 +267,7 @@ mod tests {
             external_traffic_local: local,
             internal_traffic_local: false,
             load_balancer_source_ranges: vec!["10.0.0.0/8".parse().unwrap()],
+            uid: String::new(),
             annotations: Default::default(),
             plugins: PluginRefs::default(),
             ports: vec![PortView {
