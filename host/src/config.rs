@@ -107,6 +107,17 @@ pub struct ServeArgs {
     /// Cluster DNS listener, UDP and TCP [default: 127.0.0.1:5353]
     #[arg(long, value_name = "ADDR")]
     pub dns_listen: Option<SocketAddr>,
+    /// Cluster DNS UDP worker threads, each with its own socket [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub dns_workers: Option<usize>,
+    /// TTL of cluster DNS records, in seconds [default: 5, as CoreDNS's kubernetes plugin]
+    #[arg(long, value_name = "S")]
+    pub dns_ttl: Option<u32>,
+    /// Resolver for names outside the cluster domain, IP[:PORT] (repeatable; `none`: answer
+    /// REFUSED) [default: the nameservers of /etc/resolv.conf]
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    #[serde(default)]
+    pub dns_upstream: Vec<String>,
     /// Admin listener: /healthz, /readyz, /metrics, /debug/services [default: 127.0.0.1:9901]
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -199,6 +210,32 @@ pub struct Settings {
     /// Plugins loaded from files and watched: (name, path).
     pub plugin_files: Vec<(String, PathBuf)>,
     pub proxy: crate::proxy::ProxySettings,
+    pub dns: crate::dns::DnsSettings,
+}
+
+/// `--dns-upstream` values: `none` (forwarding off), `IP` or `IP:PORT`; none given: the host's
+/// resolv.conf. Our own DNS address is never an upstream (a loop).
+fn upstreams(given: &[String], own: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
+    let list = if given.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        crate::dns::forward::resolv_conf(&text)
+    } else if given.iter().any(|g| g == "none") {
+        Vec::new()
+    } else {
+        given
+            .iter()
+            .map(|g| {
+                g.parse::<SocketAddr>()
+                    .or_else(|_| g.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "--dns-upstream {g:?}: use IP, IP:PORT or none"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(list.into_iter().filter(|u| *u != own).collect())
 }
 
 /// The kernel's host name, as the kubelet names its node (lower-cased).
@@ -368,6 +405,16 @@ impl ServeArgs {
                 )));
             }
         };
+        let dns_listen = self
+            .dns_listen
+            .unwrap_or_else(|| "127.0.0.1:5353".parse().expect("valid"));
+        let dns = crate::dns::DnsSettings {
+            listen: dns_listen,
+            domain: cluster_domain.clone(),
+            ttl: self.dns_ttl.unwrap_or(5),
+            workers: self.dns_workers.unwrap_or(workers).max(1),
+            upstreams: upstreams(&self.dns_upstream, dns_listen)?,
+        };
         let data_dir: PathBuf = self.data_dir.unwrap_or_else(|| "./switchyard-data".into());
         Ok(Settings {
             plugin_cache: self
@@ -378,9 +425,7 @@ impl ServeArgs {
                 .api_listen
                 .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("valid")),
             source,
-            dns_listen: self
-                .dns_listen
-                .unwrap_or_else(|| "127.0.0.1:5353".parse().expect("valid")),
+            dns_listen,
             admin_listen: self
                 .admin_listen
                 .unwrap_or_else(|| "127.0.0.1:9901".parse().expect("valid")),
@@ -404,6 +449,7 @@ impl ServeArgs {
                 drain_timeout: std::time::Duration::from_secs(self.drain_timeout_s.unwrap_or(30)),
                 vip_interface,
             },
+            dns,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod dns;
 pub mod events;
 pub mod metrics;
 pub mod plugin;

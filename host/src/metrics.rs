@@ -26,6 +26,7 @@ pub struct Metrics {
     pub controller_errors: Counter,
     pub plugins: std::sync::Arc<crate::plugin::metrics::PluginMetrics>,
     pub proxy: std::sync::Arc<crate::proxy::metrics::ProxyMetrics>,
+    pub dns: std::sync::Arc<crate::dns::metrics::DnsMetrics>,
 }
 
 impl Default for Metrics {
@@ -83,7 +84,10 @@ impl Metrics {
         plugins.register(&mut registry);
         let proxy = std::sync::Arc::new(crate::proxy::metrics::ProxyMetrics::new());
         proxy.register(&mut registry);
+        let dns = std::sync::Arc::new(crate::dns::metrics::DnsMetrics::new());
+        dns.register(&mut registry);
         Metrics {
+            dns,
             proxy,
             plugins,
             registry,

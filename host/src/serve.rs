@@ -107,6 +107,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let events = crate::events::Events::start(client.clone(), settings.proxy.node_name.clone());
     let (published, published_rx) = tokio::sync::watch::channel(0);
+    let published_dns_rx = published_rx.clone();
+    let snapshot_for_dns = snapshot.clone();
     tokio::spawn(watcher::run(
         client,
         snapshot.clone(),
@@ -123,6 +125,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events,
     )
     .context("starting the data plane workers")?;
+    let _dns = crate::dns::Dns::start(
+        settings.dns.clone(),
+        snapshot_for_dns,
+        published_dns_rx,
+        plugins.clone(),
+        metrics.dns.clone(),
+    )
+    .await
+    .with_context(|| format!("starting cluster DNS on {}", settings.dns.listen))?;
     data_plane_cell
         .set(data_plane.clone())
         .map_err(|_| anyhow::anyhow!("data plane started twice"))?;

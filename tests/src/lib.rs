@@ -143,6 +143,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub api: String,
     pub admin: String,
+    /// Cluster DNS, UDP and TCP.
+    pub dns: String,
     /// The second octet of this gateway's own part of 127.0.0.0/8: cluster IPs come from
     /// `127.N.0.0/17`, LoadBalancer addresses from `127.N.200.0/24`, NodePorts listen on
     /// `127.N.250.1`, and tests put their backends on `127.N.220.x`. Gateways running at the
@@ -167,6 +169,7 @@ impl Gateway {
             child: None,
             api: format!("127.0.0.1:{}", free_port()),
             admin: format!("127.0.0.1:{}", free_port()),
+            dns: format!("127.0.0.1:{}", free_port()),
             data: tempfile::tempdir()?,
             kube_cache: tempfile::tempdir()?,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -189,7 +192,7 @@ impl Gateway {
                 "--admin-listen",
                 &self.admin,
                 "--dns-listen",
-                &format!("127.0.0.1:{}", free_port()),
+                &self.dns,
                 "--plugin-cache",
             ])
             .arg(plugin_cache())
@@ -211,7 +214,8 @@ impl Gateway {
     }
 
     /// `--service-cidr`, `--lb-pool`, `--node-ip`, `--node-name` and `--workers` in this
-    /// gateway's part of loopback, unless the test set them.
+    /// gateway's part of loopback, and no DNS forwarding (queries stay on loopback), unless
+    /// the test set them.
     fn own_addresses(&self) -> Vec<String> {
         let n = self.net;
         [
@@ -220,6 +224,7 @@ impl Gateway {
             ("--node-ip", self.node_ip()),
             ("--node-name", "test-node".to_string()),
             ("--workers", "2".to_string()),
+            ("--dns-upstream", "none".to_string()),
         ]
         .into_iter()
         .filter(|(flag, _)| !self.extra.iter().any(|e| e == flag))

@@ -1,0 +1,166 @@
+//! The DNS sockets. UDP: one `SO_REUSEPORT` socket per worker, each served by a plain thread
+//! in a blocking receive loop (no runtime between the socket and the answer). TCP: a tokio
+//! listener, length-prefixed messages (RFC 7766), several queries per connection, closed
+//! after 10 s idle. Queries to forward go to tasks on the main runtime. Touches only these
+//! sockets and the upstream sockets `forward` opens.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::answer::{self, Answered, Malformed, Outcome};
+use super::{Dns, forward};
+
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+pub(super) async fn start(dns: &Arc<Dns>) -> std::io::Result<()> {
+    let addr = dns.settings.listen;
+    let tcp = TcpListener::bind(addr).await?;
+    let addr = tcp.local_addr()?;
+    for i in 0..dns.settings.workers.max(1) {
+        let sock = Arc::new(udp_socket(addr)?);
+        let d = dns.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || udp_worker(d, sock))?;
+    }
+    tokio::spawn(tcp_accept(dns.clone(), tcp));
+    tracing::info!(listen = %addr, domain = %dns.settings.domain, workers = dns.settings.workers, upstreams = ?dns.settings.upstreams, "cluster DNS serving");
+    Ok(())
+}
+
+impl Dns {
+    fn answer(&self, packet: &[u8], client: SocketAddr, tcp: bool) -> Answered {
+        let zone = self.zone.load();
+        let a = answer::answer(
+            &zone,
+            packet,
+            client.ip(),
+            !tcp,
+            !self.settings.upstreams.is_empty(),
+            &self.shaper,
+        );
+        match a.malformed {
+            Some(Malformed::FormErr) => {
+                self.metrics.malformed[0].inc();
+            }
+            Some(Malformed::Dropped) => {
+                self.metrics.malformed[1].inc();
+            }
+            None => {}
+        }
+        if a.truncated {
+            self.metrics.truncated.inc();
+        }
+        if let Outcome::Reply(_) = a.outcome {
+            self.metrics.answered(tcp, a.rcode);
+        }
+        a
+    }
+
+    /// Forwards upstream; the reply, or SERVFAIL when no upstream answered.
+    async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        match forward::forward(&self.settings.upstreams, query, tcp).await {
+            Some(r) => {
+                self.metrics.forwarded[0].inc();
+                Some(r)
+            }
+            None => {
+                self.metrics.forwarded[1].inc();
+                self.metrics
+                    .answered(tcp, hickory_proto::op::ResponseCode::ServFail);
+                answer::servfail(query)
+            }
+        }
+    }
+}
+
+fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS UDP receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        match dns.answer(&buf[..n], peer, false).outcome {
+            Outcome::Reply(reply) => {
+                let _ = sock.send_to(&reply, peer);
+            }
+            Outcome::Forward => {
+                let (d, s, query) = (dns.clone(), sock.clone(), buf[..n].to_vec());
+                dns.runtime.spawn(async move {
+                    if let Some(reply) = d.forward(&query, false).await {
+                        let _ = s.send_to(&reply, peer);
+                    }
+                });
+            }
+            Outcome::Drop => {}
+        }
+    }
+}
+
+async fn tcp_accept(dns: Arc<Dns>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((s, peer)) => {
+                tokio::spawn(tcp_connection(dns.clone(), s, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
+    let mut buf = Vec::new();
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
+            return;
+        };
+        buf.resize(usize::from(len), 0);
+        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let reply = match dns.answer(&buf, peer, true).outcome {
+            Outcome::Reply(r) => r,
+            Outcome::Forward => match dns.forward(&buf, true).await {
+                Some(r) => r,
+                None => return,
+            },
+            Outcome::Drop => return,
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&reply);
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Cluster DNS against the real binary with `dig` as the client, over UDP and TCP: every record
+//! kind of the Kubernetes DNS specification, NXDOMAIN vs NODATA with the SOA, truncation and
+//! the retry over TCP, forwarding off (REFUSED) and on (to a resolver this test starts on
+//! loopback), and answers following Service changes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard_e2e::traffic::{jsonpath, service};
+use switchyard_e2e::{Gateway, wait_for};
+
+/// `dig` against the gateway: (status, answer rdata sorted, whole output).
+fn dig(dns: &str, q: &[&str]) -> (String, Vec<String>, String) {
+    let (host, port) = dns.split_once(':').unwrap();
+    let out = Command::new("dig")
+        .arg(format!("@{host}"))
+        .args([
+            "-p",
+            port,
+            "+time=2",
+            "+tries=1",
+            "+norec",
+            "+noall",
+            "+answer",
+            "+comments",
+        ])
+        .args(q)
+        .output()
+        .expect("dig runs (scripts/install-test-deps.sh installs bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO-REPLY")
+        .to_string();
+    let mut answers: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>().join(" "))
+        .collect();
+    answers.sort();
+    (status, answers, text)
+}
+
+fn authority_soa(dns: &str, q: &[&str]) -> bool {
+    let mut args = vec!["+authority"];
+    args.extend(q);
+    let (_, _, text) = dig(dns, &args);
+    text.contains("SOA\tns.dns.cluster.local. hostmaster.cluster.local.")
+}
+
+fn setup(g: &Gateway) -> String {
+    service(
+        g,
+        "web",
+        "ports: [{name: http, port: 80, targetPort: 9376}, {name: dns, port: 53, protocol: UDP}]",
+        &[(g.backend_ip(1), "test-node")],
+        "{name: http, port: 9376}",
+    );
+    let eps = [(g.backend_ip(5), "n1"), (g.backend_ip(6), "n1")];
+    service(
+        g,
+        "db",
+        "clusterIP: None, ports: [{name: pg, port: 5432}]",
+        &eps,
+        "{name: pg, port: 5432}",
+    );
+    let ext = "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\nspec: {type: ExternalName, externalName: db.example.org}\n";
+    assert!(g.apply("apply", ext).status.success());
+    jsonpath(g, &["svc", "web"], "{.spec.clusterIP}")
+}
+
+#[test]
+fn every_record_kind_over_udp_and_tcp() {
+    let g = Gateway::start().unwrap();
+    let cip = setup(&g);
+    let n = g.net;
+    let d = &g.dns;
+    wait_for(Duration::from_secs(5), "db in DNS", || {
+        (dig(d, &["db.default.svc.cluster.local", "A"]).1.len() == 2).then_some(())
+    })
+    .unwrap();
+    for transport in ["+notcp", "+tcp"] {
+        let q = |name: &str, t: &str| dig(d, &[transport, name, t]);
+        let (status, answers, _) = q("web.default.svc.cluster.local", "A");
+        assert_eq!((status.as_str(), answers), ("NOERROR", vec![cip.clone()]));
+        assert_eq!(
+            q("_http._tcp.web.default.svc.cluster.local", "SRV").1,
+            ["0 100 80 web.default.svc.cluster.local."]
+        );
+        assert_eq!(
+            q("_dns._udp.web.default.svc.cluster.local", "SRV").1,
+            ["0 100 53 web.default.svc.cluster.local."]
+        );
+        let rev: Vec<&str> = cip.split('.').rev().collect();
+        assert_eq!(
+            q(&format!("{}.in-addr.arpa", rev.join(".")), "PTR").1,
+            ["web.default.svc.cluster.local."]
+        );
+        // Headless: one A per endpoint, a name per endpoint, SRV per endpoint, PTR per address.
+        assert_eq!(
+            q("db.default.svc.cluster.local", "A").1,
+            [format!("127.{n}.220.5"), format!("127.{n}.220.6")]
+        );
+        assert_eq!(
+            q(&format!("127-{n}-220-5.db.default.svc.cluster.local"), "A").1,
+            [format!("127.{n}.220.5")]
+        );
+        assert_eq!(
+            q("_pg._tcp.db.default.svc.cluster.local", "SRV").1,
+            [
+                format!("0 50 5432 127-{n}-220-5.db.default.svc.cluster.local."),
+                format!("0 50 5432 127-{n}-220-6.db.default.svc.cluster.local.")
+            ]
+        );
+        assert_eq!(
+            q(&format!("6.220.{n}.127.in-addr.arpa"), "PTR").1,
+            [format!("127-{n}-220-6.db.default.svc.cluster.local.")]
+        );
+        assert_eq!(
+            q("ext.default.svc.cluster.local", "A").1,
+            ["db.example.org."]
+        );
+        assert_eq!(q("dns-version.cluster.local", "TXT").1, ["\"1.1.0\""]);
+        assert_eq!(
+            q("10-244-1-7.default.pod.cluster.local", "A").1,
+            ["10.244.1.7"]
+        );
+        assert_eq!(q("kubernetes.default.svc.cluster.local", "A").0, "NOERROR");
+        // NXDOMAIN vs NODATA, both with the SOA.
+        let nx = q("nope.default.svc.cluster.local", "A");
+        assert_eq!((nx.0.as_str(), nx.1.len()), ("NXDOMAIN", 0));
+        let nodata = q("web.default.svc.cluster.local", "AAAA");
+        assert_eq!((nodata.0.as_str(), nodata.1.len()), ("NOERROR", 0));
+        assert!(authority_soa(
+            d,
+            &[transport, "nope.default.svc.cluster.local", "A"]
+        ));
+        assert!(authority_soa(
+            d,
+            &[transport, "web.default.svc.cluster.local", "AAAA"]
+        ));
+        assert_eq!(
+            q("default.svc.cluster.local", "A").0,
+            "NOERROR",
+            "an empty non-terminal exists"
+        );
+    }
+    // Names outside the cluster domain with forwarding off.
+    assert_eq!(dig(d, &["example.com", "A"]).0, "REFUSED");
+}
+
+#[test]
+fn big_answers_truncate_and_dig_retries_over_tcp() {
+    let g = Gateway::start().unwrap();
+    let eps: Vec<(String, &str)> = (1..=60).map(|i| (g.backend_ip(i), "n1")).collect();
+    service(
+        &g,
+        "many",
+        "clusterIP: None, ports: [{name: x, port: 80}]",
+        &eps,
+        "{name: x, port: 80}",
+    );
+    let d = &g.dns;
+    wait_for(Duration::from_secs(5), "60 endpoints in DNS", || {
+        (dig(d, &["+tcp", "many.default.svc.cluster.local"]).1.len() == 60).then_some(())
+    })
+    .unwrap();
+    // No EDNS, no TCP fallback: 512 bytes at most, so TC and no answers.
+    let (status, answers, text) = dig(d, &["+noedns", "+ignore", "many.default.svc.cluster.local"]);
+    assert_eq!(status, "NOERROR");
+    assert!(text.contains(" tc"), "{text}");
+    assert!(answers.is_empty());
+    // dig's default: sees TC, asks again over TCP, gets all 60.
+    let (_, answers, text) = dig(d, &["+noedns", "many.default.svc.cluster.local"]);
+    assert_eq!(answers.len(), 60, "{text}");
+    // EDNS 4096: we cap at 1232, 60 A records (~1 KiB) fit.
+    let (_, answers, text) = dig(
+        d,
+        &["+bufsize=4096", "+ignore", "many.default.svc.cluster.local"],
+    );
+    assert_eq!(answers.len(), 60, "{text}");
+    assert!(text.contains("udp: 1232"), "{text}");
+}
+
+/// A resolver on loopback that answers every A query with 203.0.113.7.
+fn upstream(addr: &str) -> Child {
+    const SCRIPT: &str = r#"
+import sys, socket, signal
+signal.alarm(300)
+ip, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, port))
+while True:
+    q, a = s.recvfrom(4096)
+    end = q.index(b"\0", 12) + 5
+    s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:end]
+             + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([203, 0, 113, 7]), a)
+"#;
+    let (ip, port) = addr.split_once(':').unwrap();
+    Command::new("python3")
+        .args(["-c", SCRIPT, ip, port])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn outside_names_go_to_the_upstream_resolver() {
+    let up_addr = format!("127.0.0.1:{}", switchyard_e2e::free_port());
+    let mut up = upstream(&up_addr);
+    let g = Gateway::start_with(&["--dns-upstream", &up_addr]).unwrap();
+    let d = &g.dns;
+    let got = wait_for(Duration::from_secs(5), "a forwarded answer", || {
+        let (status, answers, _) = dig(d, &["+rec", "example.com", "A"]);
+        (status == "NOERROR" && !answers.is_empty()).then_some(answers)
+    });
+    let metrics = g.admin_get("/metrics").unwrap().1;
+    let _ = up.kill();
+    let _ = up.wait();
+    assert_eq!(got.unwrap(), ["203.0.113.7"]);
+    assert!(
+        metrics.contains("switchyard_dns_forwarded_total{kind=\"answered\"}"),
+        "{metrics}"
+    );
+    // The upstream gone: SERVFAIL after the upstream timeout; cluster names still answer.
+    let (status, _, _) = dig(d, &["+time=5", "example.com", "A"]);
+    assert_eq!(status, "SERVFAIL");
+    assert_eq!(
+        dig(d, &["kubernetes.default.svc.cluster.local", "A"]).0,
+        "NOERROR"
+    );
+}
+
+#[test]
+fn answers_follow_service_changes() {
+    let g = Gateway::start().unwrap();
+    let d = &g.dns;
+    let started = Instant::now();
+    g.ok(&["create", "service", "clusterip", "late", "--tcp=8080:80"]);
+    let cip = jsonpath(&g, &["svc", "late"], "{.spec.clusterIP}");
+    let seen = wait_for(Duration::from_secs(5), "the new Service in DNS", || {
+        let (s, a, _) = dig(d, &["late.default.svc.cluster.local", "A"]);
+        (s == "NOERROR" && a == [cip.clone()]).then_some(started.elapsed())
+    })
+    .unwrap();
+    eprintln!("created → answered in {seen:?} (including kubectl)");
+    assert_eq!(
+        dig(d, &["_8080-80._tcp.late.default.svc.cluster.local", "SRV"]).1,
+        ["0 100 8080 late.default.svc.cluster.local."]
+    );
+    // A changed port shows in SRV.
+    g.ok(&[
+        "patch",
+        "svc",
+        "late",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ports/0/name","value":"web"}]"#,
+    ]);
+    wait_for(Duration::from_secs(5), "the renamed port in SRV", || {
+        (dig(d, &["_web._tcp.late.default.svc.cluster.local", "SRV"])
+            .1
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        dig(d, &["_8080-80._tcp.late.default.svc.cluster.local", "SRV"]).0,
+        "NXDOMAIN"
+    );
+    // Deleted: NXDOMAIN.
+    g.ok(&["delete", "svc", "late"]);
+    wait_for(
+        Duration::from_secs(5),
+        "the deleted Service gone from DNS",
+        || (dig(d, &["late.default.svc.cluster.local", "A"]).0 == "NXDOMAIN").then_some(()),
+    )
+    .unwrap();
+    let (_, body) = g.admin_get("/metrics").unwrap();
+    assert!(body.contains("switchyard_dns_queries_total{transport=\"udp\",rcode=\"NXDOMAIN\"}"));
+}
