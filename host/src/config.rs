@@ -26,8 +26,44 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Load, list or remove plugins of a running gateway (through its admin listener).
     Plugin(PluginArgs),
+    /// Print the Service environment variables a container in a namespace gets (KEY=VALUE).
+    Env(EnvArgs),
+    /// Run a command with those variables; with --label, as a ready Pod on 127.0.0.1 while it runs.
+    Exec(ExecArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    /// The Pod's namespace
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The Kubernetes API (the embedded one, or a cluster's)
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:6443")]
+    pub server: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The Pod's namespace
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The Kubernetes API (the embedded one, or a cluster's)
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:6443")]
+    pub server: String,
+    /// The Pod's name [default: exec-PID]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A Pod label (repeatable); with any label the command is registered as a ready Pod
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// A named container port, for Services whose targetPort names it (repeatable)
+    #[arg(long, value_name = "NAME=PORT")]
+    pub port: Vec<String>,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

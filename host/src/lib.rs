@@ -8,6 +8,8 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod dns;
+pub mod env_cli;
+pub mod envvars;
 pub mod events;
 pub mod metrics;
 pub mod plugin;

@@ -15,6 +15,17 @@ fn main() -> anyhow::Result<()> {
             println!("switchyard {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Env(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(switchyard::env_cli::env(args)),
+        Command::Exec(args) => {
+            let code = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(switchyard::env_cli::exec(args))?;
+            std::process::exit(code)
+        }
         Command::Plugin(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

@@ -282,3 +282,49 @@ fn answers_follow_service_changes() {
     let (_, body) = g.admin_get("/metrics").unwrap();
     assert!(body.contains("switchyard_dns_queries_total{transport=\"udp\",rcode=\"NXDOMAIN\"}"));
 }
+
+#[test]
+fn a_shaping_plugin_trims_and_rotates_answers_and_a_broken_one_falls_back() {
+    let g = Gateway::start().unwrap();
+    let eps: Vec<(String, &str)> = (1..=4).map(|i| (g.backend_ip(i), "n1")).collect();
+    let shaped = "clusterIP: None, ports: [{name: x, port: 80}]";
+    service(&g, "shaped", shaped, &eps, "{name: x, port: 80}");
+    g.ok(&[
+        "annotate",
+        "svc",
+        "shaped",
+        "switchyard.io/dns=limit",
+        r#"switchyard.io/dns-config={"max": 2, "rotate": true}"#,
+    ]);
+    service(&g, "wrong", shaped, &eps, "{name: x, port: 80}");
+    // A balancer named as the DNS plugin: the answers go out unshaped.
+    g.ok(&["annotate", "svc", "wrong", "switchyard.io/dns=round-robin"]);
+    let d = &g.dns;
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(
+        Duration::from_secs(10),
+        "two rotated answers covering all four",
+        || {
+            let (status, answers, _) = dig(d, &["shaped.default.svc.cluster.local", "A"]);
+            assert_eq!(status, "NOERROR");
+            if answers.len() == 2 {
+                seen.extend(answers);
+            }
+            (seen.len() == 4).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {seen:?}\n{}", g.log()));
+    wait_for(
+        Duration::from_secs(5),
+        "unshaped answers from the broken plugin",
+        || (dig(d, &["wrong.default.svc.cluster.local", "A"]).1.len() == 4).then_some(()),
+    )
+    .unwrap();
+    let (_, metrics) = g.admin_get("/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_plugin_errors_total") && l.contains("hook=\"dns\"")),
+        "{metrics}"
+    );
+}

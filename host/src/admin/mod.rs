@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz` (API serving, watchers synced, built-in plugins
 //! compiled), `/metrics` (Prometheus text), `/debug/services` and `/debug/services/{ns}/{name}`
-//! (the snapshot as JSON), `/debug/listeners` (the data plane's sockets), and the plugin
+//! (the snapshot as JSON), `/debug/listeners` (the data plane's sockets), `/env/{ns}` (the
+//! Service environment variables of a container in that namespace, JSON), and the plugin
 //! endpoints in [`plugins`]. Reads shared state; writes only through the plugin runtime.
 
 mod plugins;
@@ -38,6 +39,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/services", get(services))
         .route("/debug/services/{ns}/{name}", get(service))
         .route("/debug/listeners", get(listeners))
+        .route("/env/{ns}", get(env))
         .merge(plugins::routes())
         .with_state(state)
 }
@@ -77,6 +79,16 @@ async fn services(State(s): State<AdminState>) -> Response {
     let mut list: Vec<_> = snap.services().collect();
     list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     axum::Json(json!({"generation": snap.generation, "services": list})).into_response()
+}
+
+async fn env(State(s): State<AdminState>, Path(ns): Path<String>) -> Response {
+    let snap = s.snapshot.load();
+    let services: Vec<_> = snap
+        .services()
+        .filter(|v| v.namespace == ns || (v.namespace == "default" && v.name == "kubernetes"))
+        .map(|v| crate::envvars::EnvService::from_view(v))
+        .collect();
+    axum::Json(crate::envvars::for_namespace(&ns, &services)).into_response()
 }
 
 async fn listeners(State(s): State<AdminState>) -> Response {

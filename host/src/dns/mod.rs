@@ -49,28 +49,56 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Binds the sockets, builds the first zone and starts answering; the zone then follows
-    /// every published snapshot.
+    /// Binds the sockets, then (in the background) waits for the watcher's first snapshot,
+    /// so no name is NXDOMAIN just because the Services were not listed yet (as CoreDNS waits
+    /// for its informers), and starts answering; the zone then follows every snapshot.
     pub async fn start(
         settings: DnsSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        published: watch::Receiver<u64>,
+        mut published: watch::Receiver<u64>,
         plugins: Arc<Plugins>,
         metrics: Arc<DnsMetrics>,
     ) -> std::io::Result<Arc<Dns>> {
-        let first = Zone::build(&snapshot.load(), &settings.domain, settings.ttl, 1);
+        let sockets = server::bind(settings.listen, settings.workers).await?;
         let dns = Arc::new(Dns {
-            zone: ArcSwap::from_pointee(first),
+            zone: ArcSwap::from_pointee(Zone::build(
+                &Snapshot::default(),
+                &settings.domain,
+                settings.ttl,
+                1,
+            )),
             shaper: shape::PluginShaper(plugins),
             runtime: tokio::runtime::Handle::current(),
             settings,
             metrics,
         });
-        server::start(&dns).await?;
-        tokio::spawn(follow(dns.clone(), snapshot, published));
+        let d = dns.clone();
+        tokio::spawn(async move {
+            let synced = tokio::time::timeout(SYNC_WAIT, async {
+                published.wait_for(|g| *g > 0).await.is_ok()
+            })
+            .await;
+            if synced.is_err() {
+                tracing::warn!(
+                    "no snapshot after {SYNC_WAIT:?}; cluster DNS answers from what it has"
+                );
+            }
+            let z = Zone::build(&snapshot.load(), &d.settings.domain, d.settings.ttl, 1);
+            d.metrics.zone_names.set(z.len() as i64);
+            d.zone.store(Arc::new(z));
+            if let Err(e) = server::serve(&d, sockets) {
+                tracing::error!(error = %e, "cannot start the cluster DNS workers");
+                return;
+            }
+            tracing::info!(listen = %d.settings.listen, domain = %d.settings.domain, workers = d.settings.workers, upstreams = ?d.settings.upstreams, "cluster DNS serving");
+            follow(d, snapshot, published).await;
+        });
         Ok(dns)
     }
 }
+
+/// How long answering waits for the first snapshot.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Rebuilds the zone after every published snapshot (on a blocking thread: 10,000 Services
 /// take milliseconds).

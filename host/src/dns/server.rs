@@ -27,19 +27,32 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-pub(super) async fn start(dns: &Arc<Dns>) -> std::io::Result<()> {
-    let addr = dns.settings.listen;
+/// The bound sockets, before anything is answered.
+pub(super) struct Sockets {
+    udp: Vec<UdpSocket>,
+    tcp: TcpListener,
+}
+
+/// Binds TCP and one UDP socket per worker (so a bad address fails `serve` at once).
+pub(super) async fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Sockets> {
     let tcp = TcpListener::bind(addr).await?;
     let addr = tcp.local_addr()?;
-    for i in 0..dns.settings.workers.max(1) {
-        let sock = Arc::new(udp_socket(addr)?);
+    let udp = (0..workers.max(1))
+        .map(|_| udp_socket(addr))
+        .collect::<std::io::Result<_>>()?;
+    Ok(Sockets { udp, tcp })
+}
+
+/// Starts answering on `sockets` (queries that arrived meanwhile wait in the socket buffers).
+pub(super) fn serve(dns: &Arc<Dns>, sockets: Sockets) -> std::io::Result<()> {
+    for (i, sock) in sockets.udp.into_iter().enumerate() {
         let d = dns.clone();
+        let sock = Arc::new(sock);
         std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
             .spawn(move || udp_worker(d, sock))?;
     }
-    tokio::spawn(tcp_accept(dns.clone(), tcp));
-    tracing::info!(listen = %addr, domain = %dns.settings.domain, workers = dns.settings.workers, upstreams = ?dns.settings.upstreams, "cluster DNS serving");
+    tokio::spawn(tcp_accept(dns.clone(), sockets.tcp));
     Ok(())
 }
 
