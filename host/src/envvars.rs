@@ -138,15 +138,6 @@ mod tests {
         )
     }
 
-    fn kubernetes() -> EnvService {
-        svc(
-            "default",
-            "kubernetes",
-            Some("10.96.0.1"),
-            &[("https", 443, Protocol::Tcp)],
-        )
-    }
-
     #[test]
     fn the_kubelet_rules() {
         let all = [

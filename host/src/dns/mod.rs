@@ -7,6 +7,8 @@
 //! [`forward`] or get REFUSED. The query path takes no lock.
 
 pub mod answer;
+mod batch;
+pub mod fast;
 pub mod forward;
 pub mod metrics;
 mod server;

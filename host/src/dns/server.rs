@@ -1,5 +1,6 @@
 //! The DNS sockets. UDP: one `SO_REUSEPORT` socket per worker, each served by a plain thread
-//! in a blocking receive loop (no runtime between the socket and the answer). TCP: a tokio
+//! in a blocking loop of batched receives and sends ([`batch`](super::batch); no runtime
+//! between the socket and the answer). TCP: a tokio
 //! listener, length-prefixed messages (RFC 7766), several queries per connection, closed
 //! after 10 s idle. Queries to forward go to tasks on the main runtime. Touches only these
 //! sockets and the upstream sockets `forward` opens.
@@ -13,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, Answered, Malformed, Outcome};
+use super::batch::{Rx, Tx};
 use super::{Dns, forward};
 
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -103,10 +105,13 @@ impl Dns {
 }
 
 fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 65535];
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let (mut rx, mut tx) = (Rx::new(), Tx::new());
+    let forwarding = !dns.settings.upstreams.is_empty();
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(r) => r,
+        let n = match rx.recv(fd) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "DNS UDP receive failed");
@@ -114,20 +119,30 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
                 continue;
             }
         };
-        match dns.answer(&buf[..n], peer, false).outcome {
-            Outcome::Reply(reply) => {
-                let _ = sock.send_to(&reply, peer);
+        let zone = dns.zone.load();
+        for (query, peer, i) in (0..n).filter_map(|i| rx.get(i)) {
+            if let Some(rcode) = zone.wire.answer(query, true, forwarding, tx.next()) {
+                tx.queue(&rx, i);
+                dns.metrics.answered(false, rcode);
+                continue;
             }
-            Outcome::Forward => {
-                let (d, s, query) = (dns.clone(), sock.clone(), buf[..n].to_vec());
-                dns.runtime.spawn(async move {
-                    if let Some(reply) = d.forward(&query, false).await {
-                        let _ = s.send_to(&reply, peer);
-                    }
-                });
+            match dns.answer(query, peer, false).outcome {
+                Outcome::Reply(reply) => {
+                    *tx.next() = reply;
+                    tx.queue(&rx, i);
+                }
+                Outcome::Forward => {
+                    let (d, s, query) = (dns.clone(), sock.clone(), query.to_vec());
+                    dns.runtime.spawn(async move {
+                        if let Some(reply) = d.forward(&query, false).await {
+                            let _ = s.send_to(&reply, peer);
+                        }
+                    });
+                }
+                Outcome::Drop => {}
             }
-            Outcome::Drop => {}
         }
+        tx.flush(fd);
     }
 }
 
@@ -147,6 +162,8 @@ async fn tcp_accept(dns: Arc<Dns>, listener: TcpListener) {
 
 async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
     let mut buf = Vec::new();
+    let mut fast = Vec::new();
+    let forwarding = !dns.settings.upstreams.is_empty();
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
             return;
@@ -158,7 +175,18 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
         {
             return;
         }
-        let reply = match dns.answer(&buf, peer, true).outcome {
+        let fast_rcode = dns
+            .zone
+            .load()
+            .wire
+            .answer(&buf, false, forwarding, &mut fast);
+        if let Some(rcode) = fast_rcode {
+            dns.metrics.answered(true, rcode);
+        }
+        let reply = match fast_rcode
+            .map(|_| std::mem::take(&mut fast))
+            .map_or_else(|| dns.answer(&buf, peer, true).outcome, Outcome::Reply)
+        {
             Outcome::Reply(r) => r,
             Outcome::Forward => match dns.forward(&buf, true).await {
                 Some(r) => r,

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::{LowerName, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
 
 use super::answer::Shaper;
 use crate::plugin::{Answer, Plugins, Question};
@@ -39,7 +38,7 @@ impl Shaper for PluginShaper {
                 name: r.name.to_string(),
                 rtype: u16::from(r.record_type()),
                 ttl: r.ttl,
-                rdata: r.data.to_bytes().unwrap_or_default(),
+                rdata: super::fast::rdata_bytes(&r.data).unwrap_or_default(),
             })
             .collect();
         let shaped = self.0.shape_dns(svc, &question, client, wire.clone());

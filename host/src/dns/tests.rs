@@ -311,3 +311,67 @@ mod fuzz {
         }
     }
 }
+
+/// The fast path gives what the reference path gives, for every kind of plain query.
+#[test]
+fn the_fast_path_agrees_with_the_reference() {
+    let z = zone();
+    let client = IpAddr::from([10, 0, 0, 9]);
+    let mut out = Vec::new();
+    let cases = [
+        ("web.shop.svc.cluster.local.", RecordType::A),
+        ("WEB.Shop.svc.cluster.local.", RecordType::A),
+        ("web.shop.svc.cluster.local.", RecordType::AAAA),
+        ("_http._tcp.web.shop.svc.cluster.local.", RecordType::SRV),
+        ("db.shop.svc.cluster.local.", RecordType::A),
+        ("db-0.db.shop.svc.cluster.local.", RecordType::A),
+        ("_pg._tcp.db.shop.svc.cluster.local.", RecordType::SRV),
+        ("10.0.96.10.in-addr.arpa.", RecordType::PTR),
+        ("ext.shop.svc.cluster.local.", RecordType::A),
+        ("ext.shop.svc.cluster.local.", RecordType::CNAME),
+        ("nope.shop.svc.cluster.local.", RecordType::A),
+        ("shop.svc.cluster.local.", RecordType::A),
+        ("dns-version.cluster.local.", RecordType::TXT),
+        ("cluster.local.", RecordType::SOA),
+        ("cluster.local.", RecordType::NS),
+    ];
+    for (name, t) in cases {
+        for edns in [None, Some(1232), Some(4096)] {
+            for forwarding in [false, true] {
+                let q = query(name, t, edns);
+                let fast = z.wire.answer(&q, true, forwarding, &mut out);
+                assert!(fast.is_some(), "{name} {t} took the slow path");
+                let reference = answer(&z, &q, client, true, forwarding, &Unshaped);
+                let Outcome::Reply(slow) = reference.outcome else {
+                    panic!()
+                };
+                let (f, s) = (
+                    Message::from_vec(&out).unwrap(),
+                    Message::from_vec(&slow).unwrap(),
+                );
+                assert_eq!(fast, Some(reference.rcode), "{name} {t}");
+                assert_eq!(f.metadata, s.metadata, "{name} {t}");
+                assert_eq!(f.queries, s.queries, "{name} {t}");
+                assert_eq!(f.answers, s.answers, "{name} {t}");
+                assert_eq!(f.authorities, s.authorities, "{name} {t}");
+                assert_eq!(
+                    f.edns.map(|e| e.max_payload()),
+                    s.edns.map(|e| e.max_payload())
+                );
+            }
+        }
+    }
+    // What the fast path leaves to the reference: pods, outside names, ANY, truncation.
+    for (name, t) in [
+        ("10-1-2-3.x.pod.cluster.local.", RecordType::A),
+        ("example.com.", RecordType::A),
+        ("web.shop.svc.cluster.local.", RecordType::ANY),
+    ] {
+        assert!(
+            z.wire
+                .answer(&query(name, t, None), true, false, &mut out)
+                .is_none(),
+            "{name}"
+        );
+    }
+}

@@ -49,6 +49,8 @@ pub struct Zone {
     ttl: u32,
     soa: Record,
     nodes: HashMap<LowerName, Node>,
+    /// The same records as precomputed replies (the query fast path).
+    pub wire: super::fast::Wire,
 }
 
 #[derive(Default)]
@@ -102,6 +104,7 @@ impl Zone {
             ttl,
             soa: soa.clone(),
             nodes: HashMap::with_capacity(snap.len() * 4),
+            wire: Default::default(),
         };
         z.add(soa);
         z.add(Record::from_rdata(
@@ -125,6 +128,15 @@ impl Zone {
                 z.shaped(svc, &fqdn);
             }
         }
+        let mut wire = super::fast::Wire::new(&z.origin, &Name::from(z.pod_suffix.clone()), &z.soa);
+        for (name, node) in &z.nodes {
+            wire.add(
+                &Name::from(name.clone()),
+                &node.records,
+                node.shaped_by.is_some(),
+            );
+        }
+        z.wire = wire;
         z
     }
 
