@@ -129,9 +129,7 @@ pub fn answer(
     reply.add_query(q.clone());
     let name = LowerName::new(q.name());
     if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
-        if zone.is_ours(&name) {
-            return finish(reply, &query, udp, ResponseCode::Refused);
-        }
+        // CHAOS `version.bind` and the like: not served.
         return finish(reply, &query, udp, ResponseCode::Refused);
     }
     let rcode = match zone.lookup(&name, q.query_type()) {

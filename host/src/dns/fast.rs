@@ -6,11 +6,11 @@
 //! replies that would need truncation, return `None` and go to [`answer`](super::answer),
 //! which is the reference behaviour; the tests check both agree. Sans-IO.
 
-use std::collections::HashMap;
-
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use rustc_hash::FxHashMap;
 
 use super::answer::EDNS_PAYLOAD;
 
@@ -34,7 +34,7 @@ struct Node {
 /// The precomputed replies of one zone.
 #[derive(Debug, Default)]
 pub struct Wire {
-    names: HashMap<Box<[u8]>, Node>,
+    names: FxHashMap<Box<[u8]>, Node>,
     /// The origin in wire format, lower case (`\x07cluster\x05local\x00`).
     origin: Box<[u8]>,
     /// `pod.<origin>` in wire format: computed answers, so the slow path.
@@ -93,7 +93,7 @@ impl Wire {
         let mut s = wire_name(&soa.name);
         let _ = push_rr_tail(&mut s, soa);
         Wire {
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             origin: wire_name(origin).into(),
             pod: wire_name(pod).into(),
             soa: Section {

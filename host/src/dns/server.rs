@@ -161,45 +161,46 @@ async fn tcp_accept(dns: Arc<Dns>, listener: TcpListener) {
 }
 
 async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
-    let mut buf = Vec::new();
-    let mut fast = Vec::new();
+    let (mut buf, mut fast, mut out) = (Vec::new(), Vec::new(), Vec::new());
     let forwarding = !dns.settings.upstreams.is_empty();
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
             return;
         };
         buf.resize(usize::from(len), 0);
-        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf))
-            .await
-            .is_err()
-        {
+        let Ok(Ok(_)) = tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf)).await else {
             return;
-        }
+        };
         let fast_rcode = dns
             .zone
             .load()
             .wire
             .answer(&buf, false, forwarding, &mut fast);
-        if let Some(rcode) = fast_rcode {
-            dns.metrics.answered(true, rcode);
-        }
-        let reply = match fast_rcode
-            .map(|_| std::mem::take(&mut fast))
-            .map_or_else(|| dns.answer(&buf, peer, true).outcome, Outcome::Reply)
-        {
-            Outcome::Reply(r) => r,
-            Outcome::Forward => match dns.forward(&buf, true).await {
-                Some(r) => r,
-                None => return,
-            },
-            Outcome::Drop => return,
+        let slow;
+        let reply: &[u8] = match fast_rcode {
+            Some(rcode) => {
+                dns.metrics.answered(true, rcode);
+                &fast
+            }
+            None => {
+                slow = match dns.answer(&buf, peer, true).outcome {
+                    Outcome::Reply(r) => r,
+                    Outcome::Forward => match dns.forward(&buf, true).await {
+                        Some(r) => r,
+                        None => return,
+                    },
+                    Outcome::Drop => return,
+                };
+                &slow
+            }
         };
+        // Each message goes after a two-byte length (RFC 1035 §4.2.2).
         let Ok(n) = u16::try_from(reply.len()) else {
             return;
         };
-        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.clear();
         out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&reply);
+        out.extend_from_slice(reply);
         if s.write_all(&out).await.is_err() {
             return;
         }

@@ -15,12 +15,12 @@
 //!
 //! Every ancestor of a name, up to the apex, exists (empty non-terminals answer NODATA).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use rustc_hash::FxHashMap;
 
 use crate::snapshot::{Protocol, ServiceView, Snapshot};
 
@@ -48,7 +48,7 @@ pub struct Zone {
     pod_suffix: LowerName,
     ttl: u32,
     soa: Record,
-    nodes: HashMap<LowerName, Node>,
+    nodes: FxHashMap<LowerName, Node>,
     /// The same records as precomputed replies (the query fast path).
     pub wire: super::fast::Wire,
 }
@@ -103,7 +103,7 @@ impl Zone {
             origin: origin.clone(),
             ttl,
             soa: soa.clone(),
-            nodes: HashMap::with_capacity(snap.len() * 4),
+            nodes: FxHashMap::with_capacity_and_hasher(snap.len() * 4, Default::default()),
             wire: Default::default(),
         };
         z.add(soa);
@@ -142,11 +142,15 @@ impl Zone {
 
     fn add(&mut self, r: Record) {
         let owner = LowerName::new(&r.name);
-        if self.lower_origin.zone_of(&owner) {
-            // Ancestors up to the apex exist (empty non-terminals).
+        if !self.nodes.contains_key(&owner) && self.lower_origin.zone_of(&owner) {
+            // Ancestors up to the apex exist (empty non-terminals); once one is there, so
+            // are the ones above it.
             let mut up = owner.base_name();
-            while self.lower_origin.zone_of(&up) && up != self.lower_origin {
-                self.nodes.entry(up.clone()).or_default();
+            while up != self.lower_origin
+                && self.lower_origin.zone_of(&up)
+                && !self.nodes.contains_key(&up)
+            {
+                self.nodes.insert(up.clone(), Node::default());
                 up = up.base_name();
             }
         }
