@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, Answered, Malformed, Outcome};
 use super::batch::{Rx, Tx};
+use super::zone::Zone;
 use super::{Dns, forward};
 
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -59,10 +60,10 @@ pub(super) fn serve(dns: &Arc<Dns>, sockets: Sockets) -> std::io::Result<()> {
 }
 
 impl Dns {
-    fn answer(&self, packet: &[u8], client: SocketAddr, tcp: bool) -> Answered {
-        let zone = self.zone.load();
+    /// The reference path, on the zone the caller already loaded for the fast path.
+    fn answer(&self, zone: &Zone, packet: &[u8], client: SocketAddr, tcp: bool) -> Answered {
         let a = answer::answer(
-            &zone,
+            zone,
             packet,
             client.ip(),
             !tcp,
@@ -126,7 +127,7 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
                 dns.metrics.answered(false, rcode);
                 continue;
             }
-            match dns.answer(query, peer, false).outcome {
+            match dns.answer(&zone, query, peer, false).outcome {
                 Outcome::Reply(reply) => {
                     *tx.next() = reply;
                     tx.queue(&rx, i);
@@ -171,11 +172,8 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
         let Ok(Ok(_)) = tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf)).await else {
             return;
         };
-        let fast_rcode = dns
-            .zone
-            .load()
-            .wire
-            .answer(&buf, false, forwarding, &mut fast);
+        let zone = dns.zone.load_full();
+        let fast_rcode = zone.wire.answer(&buf, false, forwarding, &mut fast);
         let slow;
         let reply: &[u8] = match fast_rcode {
             Some(rcode) => {
@@ -183,7 +181,7 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
                 &fast
             }
             None => {
-                slow = match dns.answer(&buf, peer, true).outcome {
+                slow = match dns.answer(&zone, &buf, peer, true).outcome {
                     Outcome::Reply(r) => r,
                     Outcome::Forward => match dns.forward(&buf, true).await {
                         Some(r) => r,
