@@ -1,6 +1,7 @@
 //! Cluster DNS figures without sockets (`cargo bench -p switchyard --bench dns`; env
 //! `SERVICES` for the zone size, default 10,000). Prints one line per figure:
-//! - building the zone from a snapshot (what every Service change costs today);
+//! - building the zone from a snapshot (at start), and moving it along one changed Service
+//!   (what every Service change costs);
 //! - answering one A query on the precomputed fast path and on the hickory reference path
 //!   (median ns per query).
 
@@ -26,17 +27,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let views = (0..n).map(|i| {
+    let view = |i: usize, port: u16| {
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": format!("svc-{i}"), "namespace": format!("ns-{}", i % 8)},
             "spec": {"clusterIP": format!("10.96.{}.{}", i >> 8, i & 255),
-                     "ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 9090}]}
+                     "ports": [{"name": "http", "port": port}, {"name": "grpc", "port": 9090}]}
         }))
         .unwrap();
         let v = Arc::new(ServiceView::build(&svc, &[]));
         (key(&v.namespace, &v.name), Some(v))
-    });
-    let snap = Snapshot::default().with_changes(views);
+    };
+    let snap = Snapshot::default().with_changes((0..n).map(|i| view(i, 80)));
     let builds: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();
@@ -48,6 +49,20 @@ fn main() {
     println!("zone build, {n} Services: median {:.1} ms", median(builds));
 
     let z = Zone::build(&snap, "cluster.local", 5, 1);
+    let updates: Vec<f64> = (0..200)
+        .map(|i| {
+            let next = snap.with_changes([view(i * 37 % n, 81)]);
+            let t = Instant::now();
+            let moved = z.update(&snap, &next, 2);
+            let took = t.elapsed().as_secs_f64() * 1e6;
+            assert_eq!(moved.len(), z.len());
+            took
+        })
+        .collect();
+    println!(
+        "zone update, one Service changed of {n}: median {:.0} µs",
+        median(updates)
+    );
     let mut q = Message::query();
     q.add_query(Query::query(
         Name::from_ascii("svc-77.ns-5.svc.cluster.local.").unwrap(),
@@ -62,7 +77,7 @@ fn main() {
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..rounds {
-            assert!(z.wire.answer(&q, true, false, &mut out).is_some());
+            assert!(z.fast_answer(&q, true, false, &mut out).is_some());
         }
         fast.push(t.elapsed().as_nanos() as f64 / rounds as f64);
         let t = Instant::now();

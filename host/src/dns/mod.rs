@@ -11,6 +11,7 @@ mod batch;
 pub mod fast;
 pub mod forward;
 pub mod metrics;
+pub mod records;
 mod server;
 pub mod shape;
 pub mod zone;
@@ -85,7 +86,8 @@ impl Dns {
                     "no snapshot after {SYNC_WAIT:?}; cluster DNS answers from what it has"
                 );
             }
-            let z = Zone::build(&snapshot.load(), &d.settings.domain, d.settings.ttl, 1);
+            let first = snapshot.load_full();
+            let z = Zone::build(&first, &d.settings.domain, d.settings.ttl, 1);
             d.metrics.zone_names.set(z.len() as i64);
             d.zone.store(Arc::new(z));
             if let Err(e) = server::serve(&d, sockets) {
@@ -93,7 +95,7 @@ impl Dns {
                 return;
             }
             tracing::info!(listen = %d.settings.listen, domain = %d.settings.domain, workers = d.settings.workers, upstreams = ?d.settings.upstreams, "cluster DNS serving");
-            follow(d, snapshot, published).await;
+            follow(d, snapshot, published, first).await;
         });
         Ok(dns)
     }
@@ -102,29 +104,32 @@ impl Dns {
 /// How long answering waits for the first snapshot.
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Rebuilds the zone after every published snapshot (on a blocking thread: 10,000 Services
-/// take milliseconds).
+/// Moves the zone along with every published snapshot: only the names of the Services that
+/// changed are rebuilt (on a blocking thread, so a burst of changes never stalls the runtime).
 async fn follow(
     dns: Arc<Dns>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     mut published: watch::Receiver<u64>,
+    mut prev: Arc<Snapshot>,
 ) {
     while published.changed().await.is_ok() {
         let generation = *published.borrow_and_update();
-        let snap = snapshot.load_full();
-        let d = dns.clone();
+        let next = snapshot.load_full();
+        let zone = dns.zone.load_full();
+        let from = prev.clone();
+        let to = next.clone();
         let built = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let serial = u32::try_from(generation % u64::from(u32::MAX))
                 .unwrap_or(1)
                 .max(1);
-            let z = Zone::build(&snap, &d.settings.domain, d.settings.ttl, serial);
-            (z, started.elapsed())
+            (zone.update(&from, &to, serial), started.elapsed())
         })
         .await;
         let Ok((z, took)) = built else {
             continue;
         };
+        prev = next;
         dns.metrics.zone_names.set(z.len() as i64);
         dns.metrics.zone_build_seconds.observe(took.as_secs_f64());
         dns.zone.store(Arc::new(z));
@@ -132,3 +137,5 @@ async fn follow(
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod update_tests;

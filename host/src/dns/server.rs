@@ -122,7 +122,7 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
         };
         let zone = dns.zone.load();
         for (query, peer, i) in (0..n).filter_map(|i| rx.get(i)) {
-            if let Some(rcode) = zone.wire.answer(query, true, forwarding, tx.next()) {
+            if let Some(rcode) = zone.fast_answer(query, true, forwarding, tx.next()) {
                 tx.queue(&rx, i);
                 dns.metrics.answered(false, rcode);
                 continue;
@@ -173,7 +173,7 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
             return;
         };
         let zone = dns.zone.load_full();
-        let fast_rcode = zone.wire.answer(&buf, false, forwarding, &mut fast);
+        let fast_rcode = zone.fast_answer(&buf, false, forwarding, &mut fast);
         let slow;
         let reply: &[u8] = match fast_rcode {
             Some(rcode) => {

@@ -1,31 +1,43 @@
 //! The cluster zone: every record the Kubernetes DNS specification (kubernetes/dns
-//! `docs/specification.md`, schema 1.1.0) defines for the snapshot's Services, built once per
-//! snapshot and looked up by name. Sans-IO: a snapshot in, records out; no sockets here.
+//! `docs/specification.md`, schema 1.1.0) defines for the snapshot's Services (see
+//! [`records`](super::records)), looked up by name, with each name's replies precomputed for
+//! the [`fast`](super::fast) path. Sans-IO: snapshots in, records out; no sockets here.
 //!
-//! - ClusterIP Service: A/AAAA `<svc>.<ns>.svc.<domain>`, SRV `_<port>._<proto>.<svc>...` per
-//!   named port (`0 100 <port> <svc>...`), PTR for each cluster IP.
-//! - Headless Service: A/AAAA per ready endpoint, `<hostname>.<svc>...` per endpoint (the
-//!   endpoint's hostname, else its address with '-' for '.' or ':'), SRV per named port and
-//!   endpoint (`0 <100/n> <endpoint port> <hostname>.<svc>...`), PTR per endpoint address.
-//!   With no ready endpoint the name does not exist.
-//! - ExternalName Service: CNAME to `spec.externalName`.
-//! - `dns-version.<domain>` TXT `1.1.0`; SOA and NS at the apex.
-//! - Pod names `a-b-c-d.<ns>.pod.<domain>` answer the address they spell (CoreDNS `pods
-//!   insecure`), computed on lookup.
+//! The zone is immutable once built and follows the snapshot incrementally: [`Zone::update`]
+//! takes the Services that changed between two snapshots, swaps the old records of each for
+//! its new ones and copies only the shards of names it touched (as the snapshot copies only
+//! the shards of Services that changed), so one change costs microseconds whatever the zone's
+//! size. Every record remembers the Service it came from: names shared by Services (PTR for
+//! an address two headless Services select) keep the others' records.
 //!
-//! Every ancestor of a name, up to the apex, exists (empty non-terminals answer NODATA).
+//! Besides the Services: `dns-version.<domain>` TXT `1.1.0`; SOA and NS at the apex. Every
+//! ancestor of a name, up to the apex, exists (empty non-terminals answer NODATA). Pod names
+//! `a-b-c-d.<ns>.pod.<domain>` answer the address they spell (CoreDNS `pods insecure`),
+//! computed on lookup.
 
+use std::hash::Hasher;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
-use crate::snapshot::{Protocol, ServiceView, Snapshot};
+use super::fast::{self, Answers, wire_name};
+use super::records::{self, absolute};
+use crate::snapshot::{ServiceKey, ServiceView, Snapshot};
+
+pub use super::records::dashed;
 
 /// The schema version this zone follows (the specification's `dns-version` record).
 pub const SCHEMA_VERSION: &str = "1.1.0";
+
+/// Shards of the name map; an update copies the shards of the names it touches.
+const SHARDS: usize = 512;
+
+/// The owner of the apex records (SOA, NS, `dns-version`): no Service.
+static APEX: LazyLock<ServiceKey> = LazyLock::new(|| Arc::from(""));
 
 /// What a lookup found.
 #[derive(Debug, PartialEq)]
@@ -41,222 +53,270 @@ pub enum Lookup {
     NotOurs,
 }
 
+#[derive(Clone, Default)]
+struct Node {
+    /// The records, each with the Service it came from.
+    records: Vec<(ServiceKey, Record)>,
+    /// Names directly below this one (an empty name with none is removed).
+    children: u32,
+    /// The Service whose records these are, when it names a DNS shaping plugin.
+    shaped_by: Option<Arc<ServiceView>>,
+    /// The precomputed replies.
+    fast: Answers,
+}
+
+type Shard = FxHashMap<Box<[u8]>, Node>;
+
 /// The zone for one snapshot.
+#[derive(Clone)]
 pub struct Zone {
     origin: Name,
     lower_origin: LowerName,
+    origin_wire: Box<[u8]>,
     pod_suffix: LowerName,
     ttl: u32,
     soa: Record,
-    nodes: FxHashMap<LowerName, Node>,
-    /// The same records as precomputed replies (the query fast path).
-    pub wire: super::fast::Wire,
+    meta: fast::Meta,
+    shards: Vec<Arc<Shard>>,
+    names: usize,
 }
 
-#[derive(Default)]
-struct Node {
-    records: Vec<Record>,
-    /// The Service whose records these are, when it names a DNS shaping plugin.
-    shaped_by: Option<Arc<ServiceView>>,
+fn shard_of(name: &[u8]) -> usize {
+    let mut h = FxHasher::default();
+    h.write(name);
+    (h.finish() >> 20) as usize % SHARDS
 }
 
-fn name(s: &str) -> Option<Name> {
-    let mut n = Name::from_ascii(s).ok()?;
-    n.set_fqdn(true);
-    Some(n)
+/// The wire name one label up (`\x03web\x04shop...` → `\x04shop...`); the root has none.
+fn parent(name: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(*name.first()?);
+    (len > 0).then(|| &name[1 + len..])
 }
 
-/// `1.2.3.4` → `1-2-3-4`, `fd00::1` → `fd00--1`: an endpoint's name when it has no hostname.
-pub fn dashed(ip: IpAddr) -> String {
-    ip.to_string().replace(['.', ':'], "-")
-}
-
-fn reverse(ip: IpAddr) -> Name {
-    Name::from(ip)
+fn soa_record(origin: &Name, ttl: u32, serial: u32) -> Record {
+    let at = |label: &str| {
+        Name::from_ascii(label)
+            .and_then(|l| l.append_domain(origin))
+            .expect("a valid name under the origin")
+    };
+    Record::from_rdata(
+        origin.clone(),
+        ttl,
+        RData::SOA(SOA::new(
+            at("ns.dns"),
+            at("hostmaster"),
+            serial,
+            7200,
+            1800,
+            86400,
+            ttl,
+        )),
+    )
 }
 
 impl Zone {
     /// The zone of `snap` under `domain` (e.g. `cluster.local`), with `ttl` on every record.
     pub fn build(snap: &Snapshot, domain: &str, ttl: u32, serial: u32) -> Zone {
-        let origin = name(domain).unwrap_or_else(|| name("cluster.local").expect("valid"));
+        let origin = absolute(domain).unwrap_or_else(|| absolute("cluster.local").expect("valid"));
         let at = |label: &str| {
             Name::from_ascii(label)
                 .and_then(|l| l.append_domain(&origin))
                 .expect("a valid name under the origin")
         };
-        let soa = Record::from_rdata(
-            origin.clone(),
-            ttl,
-            RData::SOA(SOA::new(
-                at("ns.dns"),
-                at("hostmaster"),
-                serial,
-                7200,
-                1800,
-                86400,
-                ttl,
-            )),
-        );
+        let soa = soa_record(&origin, ttl, serial);
+        let pod = at("pod");
         let mut z = Zone {
             lower_origin: LowerName::new(&origin),
-            pod_suffix: LowerName::new(&at("pod")),
+            origin_wire: wire_name(&origin).into(),
+            pod_suffix: LowerName::new(&pod),
+            meta: fast::Meta::new(&origin, &pod, &soa),
             origin: origin.clone(),
             ttl,
             soa: soa.clone(),
-            nodes: FxHashMap::with_capacity_and_hasher(snap.len() * 4, Default::default()),
-            wire: Default::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            names: 0,
         };
-        z.add(soa);
-        z.add(Record::from_rdata(
-            origin.clone(),
-            ttl,
-            RData::NS(NS(at("ns.dns"))),
-        ));
-        z.add(Record::from_rdata(
-            at("dns-version"),
-            ttl,
-            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
-        ));
+        let mut touched = Touched::default();
+        let apex = [
+            soa,
+            Record::from_rdata(origin.clone(), ttl, RData::NS(NS(at("ns.dns")))),
+            Record::from_rdata(
+                at("dns-version"),
+                ttl,
+                RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
+            ),
+        ];
+        for r in apex {
+            z.insert(&APEX, r, None, &mut touched);
+        }
         for svc in snap.services() {
-            z.add_service(svc);
+            z.add_service(svc, &mut touched);
         }
-        // Few Services name a shaping plugin: one pass each over the zone is fine.
-        for svc in snap.services().filter(|s| s.plugins.dns.is_some()) {
-            if let Ok(fqdn) = Name::from_ascii(format!("{}.{}.svc", svc.name, svc.namespace))
-                .and_then(|n| n.append_domain(&z.origin))
-            {
-                z.shaped(svc, &fqdn);
-            }
-        }
-        let mut wire = super::fast::Wire::new(&z.origin, &Name::from(z.pod_suffix.clone()), &z.soa);
-        for (name, node) in &z.nodes {
-            wire.add(
-                &Name::from(name.clone()),
-                &node.records,
-                node.shaped_by.is_some(),
-            );
-        }
-        z.wire = wire;
+        z.refresh(touched);
         z
     }
 
-    fn add(&mut self, r: Record) {
-        let owner = LowerName::new(&r.name);
-        if !self.nodes.contains_key(&owner) && self.lower_origin.zone_of(&owner) {
-            // Ancestors up to the apex exist (empty non-terminals); once one is there, so
-            // are the ones above it.
-            let mut up = owner.base_name();
-            while up != self.lower_origin
-                && self.lower_origin.zone_of(&up)
-                && !self.nodes.contains_key(&up)
-            {
-                self.nodes.insert(up.clone(), Node::default());
-                up = up.base_name();
+    /// This zone moved from snapshot `prev` (the one it follows) to `next`: only the names of
+    /// the Services that changed are rebuilt. The SOA serial becomes `serial`.
+    pub fn update(&self, prev: &Snapshot, next: &Snapshot, serial: u32) -> Zone {
+        let mut z = self.clone();
+        let mut touched = Touched::default();
+        for key in next.changed_since(prev) {
+            if let Some(old) = prev.get_key(&key) {
+                z.remove_service(old, &key, &mut touched);
+            }
+            if let Some(new) = next.get_key(&key) {
+                z.add_service(new, &mut touched);
             }
         }
-        self.nodes.entry(owner).or_default().records.push(r);
+        z.set_serial(serial, &mut touched);
+        z.refresh(touched);
+        z
     }
 
-    /// Marks the names of `svc` as shaped by its plugin.
-    fn shaped(&mut self, svc: &Arc<ServiceView>, under: &Name) {
-        let under = LowerName::new(under);
-        for (name, node) in self.nodes.iter_mut() {
-            if under.zone_of(name) && !node.records.is_empty() {
-                node.shaped_by = Some(svc.clone());
-            }
-        }
-    }
-
-    fn address(&self, owner: &Name, ip: IpAddr) -> Record {
-        let data = match ip {
-            IpAddr::V4(v4) => RData::A(A(v4)),
-            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-        };
-        Record::from_rdata(owner.clone(), self.ttl, data)
-    }
-
-    fn add_service(&mut self, svc: &Arc<ServiceView>) {
-        let Some(fqdn) = Name::from_ascii(format!("{}.{}.svc", svc.name, svc.namespace))
-            .ok()
-            .and_then(|n| n.append_domain(&self.origin).ok())
-        else {
-            return;
-        };
-        let ttl = self.ttl;
-        if let Some(target) = &svc.external_name {
-            if let Some(target) = name(target) {
-                self.add(Record::from_rdata(fqdn, ttl, RData::CNAME(CNAME(target))));
-            }
-            return;
-        }
-        let srv_name = |port: &str, proto: Protocol| {
-            let proto = match proto {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-                Protocol::Sctp => "sctp",
-            };
-            Name::from_ascii(format!("_{port}._{proto}"))
-                .ok()
-                .and_then(|n| n.append_domain(&fqdn).ok())
-        };
-        if !svc.headless {
-            for ip in &svc.cluster_ips {
-                self.add(self.address(&fqdn, *ip));
-                self.add(Record::from_rdata(
-                    reverse(*ip),
-                    ttl,
-                    RData::PTR(PTR(fqdn.clone())),
-                ));
-            }
-            for p in svc.ports.iter().filter(|p| !p.name.is_empty()) {
-                if let Some(owner) = srv_name(&p.name, p.protocol) {
-                    let srv = SRV::new(0, 100, p.port, fqdn.clone());
-                    self.add(Record::from_rdata(owner, ttl, RData::SRV(srv)));
+    fn set_serial(&mut self, serial: u32, touched: &mut Touched) {
+        self.soa = soa_record(&self.origin, self.ttl, serial);
+        self.meta = fast::Meta::new(
+            &self.origin,
+            &Name::from(self.pod_suffix.clone()),
+            &self.soa,
+        );
+        let (apex, soa) = (self.origin_wire.clone(), self.soa.clone());
+        if let Some(node) = self.node_mut(&apex) {
+            for (_, r) in node.records.iter_mut() {
+                if r.record_type() == RecordType::SOA {
+                    *r = soa.clone();
                 }
             }
-            return;
+            touched.0.insert(apex);
         }
-        // Headless: the ready endpoints, once per address across ports.
-        let mut hosts: Vec<(IpAddr, Name)> = Vec::new();
-        for e in svc
-            .ports
+    }
+
+    fn add_service(&mut self, svc: &Arc<ServiceView>, touched: &mut Touched) {
+        let key = crate::snapshot::key(&svc.namespace, &svc.name);
+        let shaped = svc.plugins.dns.is_some().then_some(svc);
+        for c in records::of_service(svc, &self.origin, self.ttl) {
+            self.insert(&key, c.record, shaped.filter(|_| c.own), touched);
+        }
+    }
+
+    fn remove_service(&mut self, svc: &ServiceView, key: &ServiceKey, touched: &mut Touched) {
+        let mut names: Vec<Box<[u8]>> = records::of_service(svc, &self.origin, self.ttl)
             .iter()
-            .flat_map(|p| &p.endpoints)
-            .filter(|e| e.ready)
-        {
-            if hosts.iter().any(|(ip, _)| *ip == e.addr) {
-                continue;
-            }
-            let label = e.hostname.clone().unwrap_or_else(|| dashed(e.addr));
-            if let Some(host) = Name::from_ascii(&label)
-                .ok()
-                .and_then(|l| l.append_domain(&fqdn).ok())
-            {
-                hosts.push((e.addr, host));
-            }
-        }
-        for (ip, host) in &hosts {
-            self.add(self.address(&fqdn, *ip));
-            self.add(self.address(host, *ip));
-            self.add(Record::from_rdata(
-                reverse(*ip),
-                ttl,
-                RData::PTR(PTR(host.clone())),
-            ));
-        }
-        for p in svc.ports.iter().filter(|p| !p.name.is_empty()) {
-            let ready: Vec<_> = p.endpoints.iter().filter(|e| e.ready).collect();
-            let Some(owner) = srv_name(&p.name, p.protocol) else {
+            .map(|c| wire_name(&c.record.name).into())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let Some(node) = self.node_mut(&name) else {
                 continue;
             };
-            let weight = 100 / ready.len().max(1) as u16;
-            for e in ready {
-                if let Some((_, host)) = hosts.iter().find(|(ip, _)| *ip == e.addr) {
-                    let srv = SRV::new(0, weight, e.port, host.clone());
-                    self.add(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
-                }
+            node.records.retain(|(k, _)| k != key);
+            if node
+                .shaped_by
+                .as_ref()
+                .is_some_and(|s| crate::snapshot::key(&s.namespace, &s.name) == *key)
+            {
+                node.shaped_by = None;
+            }
+            self.prune(&name);
+            touched.0.insert(name);
+        }
+    }
+
+    fn node(&self, name: &[u8]) -> Option<&Node> {
+        self.shards[shard_of(name)].get(name)
+    }
+
+    fn node_mut(&mut self, name: &[u8]) -> Option<&mut Node> {
+        Arc::make_mut(&mut self.shards[shard_of(name)]).get_mut(name)
+    }
+
+    /// `name`'s node, created (with its missing ancestors under the origin) if needed.
+    fn node_or_new(&mut self, name: &[u8]) -> &mut Node {
+        if self.node(name).is_none() {
+            self.names += 1;
+            let under_origin = name.ends_with(&self.origin_wire) && *name != *self.origin_wire;
+            if let Some(up) = parent(name).filter(|_| under_origin) {
+                let up: Box<[u8]> = up.into();
+                self.node_or_new(&up).children += 1;
+            }
+            Arc::make_mut(&mut self.shards[shard_of(name)]).insert(name.into(), Node::default());
+        }
+        self.node_mut(name).expect("just inserted")
+    }
+
+    /// Removes `name` if it has neither records nor names below it, then its ancestors alike.
+    fn prune(&mut self, name: &[u8]) {
+        let mut name: Box<[u8]> = name.into();
+        loop {
+            let removable = self
+                .node(&name)
+                .is_some_and(|n| n.records.is_empty() && n.children == 0);
+            if !removable || *name == *self.origin_wire {
+                return;
+            }
+            Arc::make_mut(&mut self.shards[shard_of(&name)]).remove(&name);
+            self.names -= 1;
+            let under_origin = name.ends_with(&self.origin_wire);
+            let Some(up) = parent(&name)
+                .filter(|_| under_origin)
+                .map(Box::<[u8]>::from)
+            else {
+                return;
+            };
+            if let Some(n) = self.node_mut(&up) {
+                n.children -= 1;
+            }
+            name = up;
+        }
+    }
+
+    fn insert(
+        &mut self,
+        key: &ServiceKey,
+        r: Record,
+        shaped_by: Option<&Arc<ServiceView>>,
+        touched: &mut Touched,
+    ) {
+        let name: Box<[u8]> = wire_name(&r.name).into();
+        let node = self.node_or_new(&name);
+        node.records.push((key.clone(), r));
+        if let Some(s) = shaped_by {
+            node.shaped_by = Some(s.clone());
+        }
+        touched.0.insert(name);
+    }
+
+    /// Recomputes the precomputed replies of the names whose records changed.
+    fn refresh(&mut self, touched: Touched) {
+        for name in touched.0 {
+            if let Some(node) = self.node_mut(&name) {
+                node.fast = Answers::new(
+                    node.records.iter().map(|(_, r)| r),
+                    node.shaped_by.is_some(),
+                );
             }
         }
+    }
+
+    /// The reply to `q` in `out` from the precomputed answers, or `None` for the slow path
+    /// ([`answer`](super::answer::answer)).
+    pub fn fast_answer(
+        &self,
+        q: &[u8],
+        udp: bool,
+        forwarding: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<ResponseCode> {
+        fast::answer(
+            &self.meta,
+            |name| self.node(name).map(|n| &n.fast),
+            q,
+            udp,
+            forwarding,
+            out,
+        )
     }
 
     /// The SOA record (for the authority section of negative answers).
@@ -271,21 +331,22 @@ impl Zone {
 
     /// The records of `qtype` at `name`.
     pub fn lookup(&self, name: &LowerName, qtype: RecordType) -> Lookup {
-        match self.nodes.get(name) {
-            Some(Node { records, shaped_by }) => {
-                let of_type: Vec<Record> = records
-                    .iter()
-                    .filter(|r| r.record_type() == qtype || qtype == RecordType::ANY)
-                    .cloned()
-                    .collect();
+        match self.node(&wire_name(&Name::from(name.clone()))) {
+            Some(Node {
+                records, shaped_by, ..
+            }) => {
+                let pick = |t: &dyn Fn(RecordType) -> bool| -> Vec<Record> {
+                    records
+                        .iter()
+                        .filter(|(_, r)| t(r.record_type()))
+                        .map(|(_, r)| r.clone())
+                        .collect()
+                };
+                let of_type = pick(&|t| t == qtype || qtype == RecordType::ANY);
                 if !of_type.is_empty() {
                     return Lookup::Answer(of_type, shaped_by.clone());
                 }
-                let cname: Vec<Record> = records
-                    .iter()
-                    .filter(|r| r.record_type() == RecordType::CNAME)
-                    .cloned()
-                    .collect();
+                let cname = pick(&|t| t == RecordType::CNAME);
                 if !cname.is_empty() {
                     return Lookup::Answer(cname, shaped_by.clone());
                 }
@@ -329,7 +390,7 @@ impl Zone {
                         | (IpAddr::V6(_), RecordType::AAAA | RecordType::ANY)
                 );
                 if fits {
-                    Lookup::Answer(vec![self.address(&n, ip)], None)
+                    Lookup::Answer(vec![records::address(&n, ip, self.ttl)], None)
                 } else {
                     Lookup::NoData
                 }
@@ -340,10 +401,33 @@ impl Zone {
 
     /// How many names the zone holds (for logs and tests).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.names
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.names == 0
+    }
+}
+
+/// Names whose records changed in one build or update.
+#[derive(Default)]
+struct Touched(FxHashSet<Box<[u8]>>);
+
+#[cfg(test)]
+impl Zone {
+    /// Every name with its records (as text, sorted), child count and shaping Service: two
+    /// zones with the same dump answer every query alike.
+    pub(super) fn dump(&self) -> std::collections::BTreeMap<Vec<u8>, (Vec<String>, u32, bool)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|(name, node)| {
+                let mut records: Vec<String> =
+                    node.records.iter().map(|(_, r)| r.to_string()).collect();
+                records.sort();
+                let shaped = node.shaped_by.is_some();
+                (name.to_vec(), (records, node.children, shaped))
+            })
+            .collect()
     }
 }
