@@ -154,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     #[serde(default)]
     pub dns_upstream: Vec<String>,
+    /// Plugin that shapes every cluster DNS answer, after the Service's own
+    /// `switchyard.io/dns` plugin: NAME or NAME=CONFIG (repeatable, applied in order)
+    #[arg(long = "dns-shape", value_name = "NAME[=CONFIG]")]
+    #[serde(default)]
+    pub dns_shape: Vec<String>,
     /// Admin listener: /healthz, /readyz, /metrics, /debug/services [default: 127.0.0.1:9901]
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -249,31 +254,6 @@ pub struct Settings {
     pub dns: crate::dns::DnsSettings,
 }
 
-/// `--dns-upstream` values: `none` (forwarding off), `IP` or `IP:PORT`; none given: the host's
-/// resolv.conf. Our own DNS address is never an upstream (a loop).
-fn upstreams(given: &[String], own: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
-    let list = if given.is_empty() {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        crate::dns::forward::resolv_conf(&text)
-    } else if given.iter().any(|g| g == "none") {
-        Vec::new()
-    } else {
-        given
-            .iter()
-            .map(|g| {
-                g.parse::<SocketAddr>()
-                    .or_else(|_| g.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .map_err(|_| {
-                        ConfigError::Invalid(format!(
-                            "--dns-upstream {g:?}: use IP, IP:PORT or none"
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?
-    };
-    Ok(list.into_iter().filter(|u| *u != own).collect())
-}
-
 /// The kernel's host name, as the kubelet names its node (lower-cased).
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -340,9 +320,21 @@ impl ServeArgs {
                 connect_timeout_ms,
                 connect_attempts,
                 udp_timeout_s,
-                drain_timeout_s
+                drain_timeout_s,
+                dns_workers,
+                dns_ttl,
+                vip_interface
             );
             self.in_cluster |= file.in_cluster;
+            // Lists: the flags' list when given, else the file's.
+            for (flags, file) in [
+                (&mut self.dns_upstream, &mut file.dns_upstream),
+                (&mut self.dns_shape, &mut file.dns_shape),
+            ] {
+                if flags.is_empty() {
+                    *flags = std::mem::take(file);
+                }
+            }
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
             for (name, p) in std::mem::take(&mut file.plugins) {
                 self.plugins.entry(name).or_insert_with(|| base.join(p));
@@ -449,7 +441,10 @@ impl ServeArgs {
             domain: cluster_domain.clone(),
             ttl: self.dns_ttl.unwrap_or(5),
             workers: self.dns_workers.unwrap_or(workers).max(1),
-            upstreams: upstreams(&self.dns_upstream, dns_listen)?,
+            upstreams: crate::dns::settings::upstreams(&self.dns_upstream, dns_listen)
+                .map_err(ConfigError::Invalid)?,
+            shape: crate::dns::settings::shape_chain(&self.dns_shape)
+                .map_err(ConfigError::Invalid)?,
         };
         let data_dir: PathBuf = self.data_dir.unwrap_or_else(|| "./switchyard-data".into());
         Ok(Settings {
@@ -517,6 +512,28 @@ mod tests {
         assert_eq!(s.api_listen.to_string(), "127.0.0.1:8000");
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:7001");
         assert_eq!(s.node_ports, PortRange(31000, 31010));
+    }
+
+    #[test]
+    fn dns_and_vip_settings_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "dns-ttl: 30\ndns-workers: 3\ndns-upstream: [127.0.0.1:5300]\n\
+             dns-shape: [rotate, 'limit={\"max\": 1}']\nvip-interface: none\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!((s.dns.ttl, s.dns.workers), (30, 3));
+        assert_eq!(s.dns.upstreams, ["127.0.0.1:5300".parse().unwrap()]);
+        let chain: Vec<_> = s.dns.shape.iter().map(|r| (&*r.name, &*r.config)).collect();
+        assert_eq!(chain, [("rotate", ""), ("limit", r#"{"max": 1}"#)]);
+        assert_eq!(s.proxy.vip_interface, None);
     }
 
     #[test]

@@ -328,3 +328,87 @@ fn a_shaping_plugin_trims_and_rotates_answers_and_a_broken_one_falls_back() {
         "{metrics}"
     );
 }
+
+/// The default chain from `--config` (`dns-shape`) shapes every answer of the zone, also of
+/// Services that name no plugin, after a Service's own plugin; a chain entry that cannot run
+/// passes the answers on unshaped (counted); a bad entry stops the start with the flag named.
+#[test]
+fn the_default_shaping_chain_from_the_config_file_shapes_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &config,
+        "dns-shape:\n  - rotate\n  - nope\n  - 'limit={\"max\": 1}'\n",
+    )
+    .unwrap();
+    let g = Gateway::start_with(&["--config", config.to_str().unwrap()]).unwrap();
+    let eps: Vec<(String, &str)> = (1..=4).map(|i| (g.backend_ip(i), "n1")).collect();
+    let headless = "clusterIP: None, ports: [{name: x, port: 80}]";
+    service(&g, "plain", headless, &eps, "{name: x, port: 80}");
+    service(&g, "own", headless, &eps, "{name: x, port: 80}");
+    // The Service's own plugin runs first: it keeps two, the chain then one of them.
+    g.ok(&[
+        "annotate",
+        "svc",
+        "own",
+        "switchyard.io/dns=limit",
+        r#"switchyard.io/dns-config={"max": 2}"#,
+    ]);
+    let d = &g.dns;
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(
+        Duration::from_secs(10),
+        "one answer at a time, rotating over all four",
+        || {
+            let (status, answers, _) = dig(d, &["plain.default.svc.cluster.local", "A"]);
+            assert_eq!(status, "NOERROR");
+            assert!(answers.len() <= 1, "the chain's limit holds: {answers:?}");
+            seen.extend(answers);
+            (seen.len() == 4).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {seen:?}\n{}", g.log()));
+    // Over TCP too, and for SRV.
+    let (status, answers, _) = dig(
+        d,
+        &["+tcp", "_x._tcp.plain.default.svc.cluster.local", "SRV"],
+    );
+    assert_eq!((status.as_str(), answers.len()), ("NOERROR", 1));
+    let mut own = std::collections::BTreeSet::new();
+    wait_for(
+        Duration::from_secs(10),
+        "the Service's plugin before the chain",
+        || {
+            let (_, answers, _) = dig(d, &["own.default.svc.cluster.local", "A"]);
+            assert!(answers.len() <= 1, "{answers:?}");
+            own.extend(answers);
+            (own.len() == 2).then_some(())
+        },
+    )
+    .unwrap();
+    for _ in 0..20 {
+        own.extend(dig(d, &["own.default.svc.cluster.local", "A"]).1);
+    }
+    assert_eq!(
+        own.len(),
+        2,
+        "only the two the Service's plugin kept: {own:?}"
+    );
+    let (_, metrics) = g.admin_get("/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_plugin_errors_total")
+                && l.contains("plugin=\"nope\"")
+                && l.contains("kind=\"missing\"")),
+        "{metrics}"
+    );
+    // A bad entry: the start fails, naming the flag.
+    let out = switchyard_e2e::switchyard(&["serve", "--dns-shape", "Not A Name"]);
+    assert!(!out.status.success());
+    assert!(
+        switchyard_e2e::stderr(&out).contains("--dns-shape"),
+        "{}",
+        switchyard_e2e::stderr(&out)
+    );
+}

@@ -40,9 +40,15 @@ pub enum Malformed {
 /// The answer shaper: given the owning Service (when it names a plugin), the question name
 /// and type, and the default answers, returns the answers to send.
 pub trait Shaper {
+    /// Whether answers of Services without a plugin are shaped too (a default chain), so no
+    /// name may take the fast path.
+    fn shapes_all(&self) -> bool {
+        false
+    }
+
     fn shape(
         &self,
-        svc: &Arc<ServiceView>,
+        svc: Option<&Arc<ServiceView>>,
         name: &LowerName,
         qtype: RecordType,
         client: IpAddr,
@@ -56,7 +62,7 @@ pub struct Unshaped;
 impl Shaper for Unshaped {
     fn shape(
         &self,
-        _: &Arc<ServiceView>,
+        _: Option<&Arc<ServiceView>>,
         _: &LowerName,
         _: RecordType,
         _: IpAddr,
@@ -139,9 +145,10 @@ pub fn answer(
         Lookup::NotOurs => ResponseCode::Refused,
         Lookup::Answer(records, owner) => {
             reply.metadata.authoritative = true;
-            let records = match &owner {
-                Some(svc) => shaper.shape(svc, &name, q.query_type(), client, records),
-                None => records,
+            let records = if owner.is_some() || shaper.shapes_all() {
+                shaper.shape(owner.as_ref(), &name, q.query_type(), client, records)
+            } else {
+                records
             };
             reply.insert_answers(records);
             ResponseCode::NoError

@@ -13,10 +13,10 @@ pub mod forward;
 pub mod metrics;
 pub mod records;
 mod server;
+pub mod settings;
 pub mod shape;
 pub mod zone;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,21 +26,8 @@ use tokio::sync::watch;
 use crate::plugin::Plugins;
 use crate::snapshot::Snapshot;
 use metrics::DnsMetrics;
+pub use settings::DnsSettings;
 use zone::Zone;
-
-/// Cluster DNS settings (from `serve` flags).
-#[derive(Clone, Debug)]
-pub struct DnsSettings {
-    pub listen: SocketAddr,
-    /// `--cluster-domain`, e.g. `cluster.local`.
-    pub domain: String,
-    /// TTL of every record we answer.
-    pub ttl: u32,
-    /// UDP worker threads, each with its own socket.
-    pub workers: usize,
-    /// Resolvers for names outside the cluster domain; empty: REFUSED.
-    pub upstreams: Vec<SocketAddr>,
-}
 
 /// The running DNS server.
 pub struct Dns {
@@ -70,7 +57,10 @@ impl Dns {
                 settings.ttl,
                 1,
             )),
-            shaper: shape::PluginShaper(plugins),
+            shaper: shape::PluginShaper {
+                plugins,
+                chain: settings.shape.clone(),
+            },
             runtime: tokio::runtime::Handle::current(),
             settings,
             metrics,

@@ -13,7 +13,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::answer::{self, Answered, Malformed, Outcome};
+use super::answer::{self, Answered, Malformed, Outcome, Shaper};
 use super::batch::{Rx, Tx};
 use super::zone::Zone;
 use super::{Dns, forward};
@@ -110,6 +110,8 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
     let fd = sock.as_raw_fd();
     let (mut rx, mut tx) = (Rx::new(), Tx::new());
     let forwarding = !dns.settings.upstreams.is_empty();
+    // A default shaping chain sees every answer: no fast path then.
+    let fast = !dns.shaper.shapes_all();
     loop {
         let n = match rx.recv(fd) {
             Ok(n) => n,
@@ -122,7 +124,10 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
         };
         let zone = dns.zone.load();
         for (query, peer, i) in (0..n).filter_map(|i| rx.get(i)) {
-            if let Some(rcode) = zone.fast_answer(query, true, forwarding, tx.next()) {
+            let answered = fast
+                .then(|| zone.fast_answer(query, true, forwarding, tx.next()))
+                .flatten();
+            if let Some(rcode) = answered {
                 tx.queue(&rx, i);
                 dns.metrics.answered(false, rcode);
                 continue;
@@ -173,7 +178,9 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
             return;
         };
         let zone = dns.zone.load_full();
-        let fast_rcode = zone.fast_answer(&buf, false, forwarding, &mut fast);
+        let fast_rcode = (!dns.shaper.shapes_all())
+            .then(|| zone.fast_answer(&buf, false, forwarding, &mut fast))
+            .flatten();
         let slow;
         let reply: &[u8] = match fast_rcode {
             Some(rcode) => {

@@ -1,4 +1,6 @@
-//! The bridge from [`answer::Shaper`](super::answer::Shaper) to the Wasm `dns` hook: records
+//! The bridge from [`answer::Shaper`](super::answer::Shaper) to the Wasm `dns` hook: the
+//! Service's `switchyard.io/dns` plugin, then each plugin of the default chain (`--dns-shape`)
+//! in order, each given what the one before returned. Records
 //! go to the plugin as (name, type, TTL, wire-format rdata) and come back matched against the
 //! defaults, so a plugin can reorder, drop or re-time answers but never invent one. A failing
 //! plugin (trap, timeout, invented answers) gives back the unshaped answers (the plugin
@@ -11,15 +13,22 @@ use hickory_proto::rr::{LowerName, Record, RecordType};
 
 use super::answer::Shaper;
 use crate::plugin::{Answer, Plugins, Question};
-use crate::snapshot::ServiceView;
+use crate::snapshot::{PluginRef, ServiceView};
 
-/// Shapes with the Service's `switchyard.io/dns` plugin.
-pub struct PluginShaper(pub Arc<Plugins>);
+/// Shapes with the Service's `switchyard.io/dns` plugin, then the default chain.
+pub struct PluginShaper {
+    pub plugins: Arc<Plugins>,
+    pub chain: Vec<PluginRef>,
+}
 
 impl Shaper for PluginShaper {
+    fn shapes_all(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
     fn shape(
         &self,
-        svc: &Arc<ServiceView>,
+        svc: Option<&Arc<ServiceView>>,
         name: &LowerName,
         qtype: RecordType,
         client: IpAddr,
@@ -41,7 +50,18 @@ impl Shaper for PluginShaper {
                 rdata: super::fast::rdata_bytes(&r.data).unwrap_or_default(),
             })
             .collect();
-        let shaped = self.0.shape_dns(svc, &question, client, wire.clone());
+        let mut shaped = match svc {
+            Some(svc) => self.plugins.shape_dns(svc, &question, client, wire.clone()),
+            None => wire.clone(),
+        };
+        for (i, r) in self.chain.iter().enumerate() {
+            if shaped.is_empty() {
+                break;
+            }
+            shaped = self
+                .plugins
+                .shape_dns_default(i, r, &question, client, shaped);
+        }
         shaped
             .iter()
             .filter_map(|s| {

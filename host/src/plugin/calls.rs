@@ -10,7 +10,15 @@ use super::Plugins;
 use super::bindings::{dns, policy, types};
 use super::metrics::{ErrorKind, Hook};
 use super::worker::{BalancerHook, DnsHook, PolicyHook, Request, WORKER, classify, ip, slot};
-use crate::snapshot::{PortView, ServiceView};
+use crate::snapshot::{PluginRef, PortView, ServiceView};
+
+/// What the default DNS chain's instances and errors are filed under (no Service of its
+/// own): namespace "", name `--dns-shape`.
+static DEFAULT_CHAIN: std::sync::LazyLock<Arc<ServiceView>> = std::sync::LazyLock::new(|| {
+    let mut svc = k8s_openapi::api::core::v1::Service::default();
+    svc.metadata.name = Some("--dns-shape".into());
+    Arc::new(ServiceView::build(&svc, &[]))
+});
 
 pub use dns::exports::switchyard::plugin::dns::{Answer, Question};
 pub use policy::exports::switchyard::plugin::policy::{Action, RequestHead, Verdict};
@@ -281,8 +289,9 @@ impl Plugins {
         })
     }
 
-    /// Shapes the answers cluster DNS built for a question about `svc`. Answers the plugin
-    /// invents (an owner name and type not among the defaults) are dropped and counted.
+    /// Shapes the answers cluster DNS built for a question about `svc` with the Service's
+    /// `switchyard.io/dns` plugin. Answers the plugin invents (an owner name and type not
+    /// among the defaults) are dropped and counted.
     pub fn shape_dns(
         &self,
         svc: &Arc<ServiceView>,
@@ -290,16 +299,43 @@ impl Plugins {
         client: IpAddr,
         answers: Vec<Answer>,
     ) -> Vec<Answer> {
-        let Some(r) = &svc.plugins.dns else {
-            return answers;
-        };
+        match &svc.plugins.dns {
+            Some(r) => self.shape_with(r, svc, 0, question, client, answers),
+            None => answers,
+        }
+    }
+
+    /// Shapes answers with plugin `n` of the default chain (`--dns-shape`), which sees every
+    /// answer of the cluster zone; one instance per worker for the whole chain entry, not
+    /// per Service.
+    pub fn shape_dns_default(
+        &self,
+        n: usize,
+        r: &PluginRef,
+        question: &Question,
+        client: IpAddr,
+        answers: Vec<Answer>,
+    ) -> Vec<Answer> {
+        let slot_port = u32::try_from(n).map_or(u32::MAX, |n| n.saturating_add(1));
+        self.shape_with(r, &DEFAULT_CHAIN, slot_port, question, client, answers)
+    }
+
+    fn shape_with(
+        &self,
+        r: &PluginRef,
+        svc: &Arc<ServiceView>,
+        slot_port: u32,
+        question: &Question,
+        client: IpAddr,
+        answers: Vec<Answer>,
+    ) -> Vec<Answer> {
         let reg = self.registry.load();
         let Some(plugin) = self.current::<DnsHook>(&reg, r, svc) else {
             return answers;
         };
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
-            let slot = slot(&mut w.dns, self.id, svc, 0);
+            let slot = slot(&mut w.dns, self.id, svc, slot_port);
             if !self.ensure::<DnsHook>(slot, plugin, r, svc) {
                 return answers;
             }
