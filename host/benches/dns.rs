@@ -77,7 +77,7 @@ fn main() {
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..rounds {
-            assert!(z.fast_answer(&q, true, false, &mut out).is_some());
+            assert!(z.fast_answer(&q, true, false, None, &mut out).is_some());
         }
         fast.push(t.elapsed().as_nanos() as f64 / rounds as f64);
         let t = Instant::now();

@@ -126,6 +126,8 @@ async fn follow(
     }
 }
 #[cfg(test)]
+mod shape_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod update_tests;

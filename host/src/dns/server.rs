@@ -15,8 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, Answered, Malformed, Outcome, Shaper};
 use super::batch::{Rx, Tx};
+use super::fast::Shaping;
 use super::zone::Zone;
 use super::{Dns, forward};
+use crate::snapshot::ServiceView;
 
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -60,6 +62,27 @@ pub(super) fn serve(dns: &Arc<Dns>, sockets: Sockets) -> std::io::Result<()> {
 }
 
 impl Dns {
+    /// The fast path, shaping with the Service's plugin and the default chain.
+    fn fast_answer(
+        &self,
+        zone: &Zone,
+        packet: &[u8],
+        client: SocketAddr,
+        udp: bool,
+        forwarding: bool,
+        out: &mut Vec<u8>,
+    ) -> Option<hickory_proto::op::ResponseCode> {
+        let run = |svc: Option<&Arc<ServiceView>>, name: &str, qtype: u16, answers| {
+            self.shaper
+                .shape_answers(svc, name, qtype, client.ip(), answers)
+        };
+        let shaping = Shaping {
+            all: self.shaper.shapes_all(),
+            run: &run,
+        };
+        zone.fast_answer(packet, udp, forwarding, Some(&shaping), out)
+    }
+
     /// The reference path, on the zone the caller already loaded for the fast path.
     fn answer(&self, zone: &Zone, packet: &[u8], client: SocketAddr, tcp: bool) -> Answered {
         let a = answer::answer(
@@ -110,8 +133,6 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
     let fd = sock.as_raw_fd();
     let (mut rx, mut tx) = (Rx::new(), Tx::new());
     let forwarding = !dns.settings.upstreams.is_empty();
-    // A default shaping chain sees every answer: no fast path then.
-    let fast = !dns.shaper.shapes_all();
     loop {
         let n = match rx.recv(fd) {
             Ok(n) => n,
@@ -124,9 +145,7 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
         };
         let zone = dns.zone.load();
         for (query, peer, i) in (0..n).filter_map(|i| rx.get(i)) {
-            let answered = fast
-                .then(|| zone.fast_answer(query, true, forwarding, tx.next()))
-                .flatten();
+            let answered = dns.fast_answer(&zone, query, peer, true, forwarding, tx.next());
             if let Some(rcode) = answered {
                 tx.queue(&rx, i);
                 dns.metrics.answered(false, rcode);
@@ -178,9 +197,7 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
             return;
         };
         let zone = dns.zone.load_full();
-        let fast_rcode = (!dns.shaper.shapes_all())
-            .then(|| zone.fast_answer(&buf, false, forwarding, &mut fast))
-            .flatten();
+        let fast_rcode = dns.fast_answer(&zone, &buf, peer, false, forwarding, &mut fast);
         let slow;
         let reply: &[u8] = match fast_rcode {
             Some(rcode) => {

@@ -21,6 +21,40 @@ pub struct PluginShaper {
     pub chain: Vec<PluginRef>,
 }
 
+impl PluginShaper {
+    /// The Service's plugin (when it names one), then each plugin of the chain, each given
+    /// what the one before returned.
+    pub fn shape_answers(
+        &self,
+        svc: Option<&Arc<ServiceView>>,
+        name: &str,
+        qtype: u16,
+        client: IpAddr,
+        answers: Vec<Answer>,
+    ) -> Vec<Answer> {
+        if answers.is_empty() {
+            return answers;
+        }
+        let question = Question {
+            name: name.to_string(),
+            qtype,
+        };
+        let mut shaped = match svc {
+            Some(svc) => self.plugins.shape_dns(svc, &question, client, answers),
+            None => answers,
+        };
+        for (i, r) in self.chain.iter().enumerate() {
+            if shaped.is_empty() {
+                break;
+            }
+            shaped = self
+                .plugins
+                .shape_dns_default(i, r, &question, client, shaped);
+        }
+        shaped
+    }
+}
+
 impl Shaper for PluginShaper {
     fn shapes_all(&self) -> bool {
         !self.chain.is_empty()
@@ -37,10 +71,6 @@ impl Shaper for PluginShaper {
         if answers.is_empty() {
             return answers;
         }
-        let question = Question {
-            name: name.to_string(),
-            qtype: u16::from(qtype),
-        };
         let wire: Vec<Answer> = answers
             .iter()
             .map(|r| Answer {
@@ -50,18 +80,7 @@ impl Shaper for PluginShaper {
                 rdata: super::fast::rdata_bytes(&r.data).unwrap_or_default(),
             })
             .collect();
-        let mut shaped = match svc {
-            Some(svc) => self.plugins.shape_dns(svc, &question, client, wire.clone()),
-            None => wire.clone(),
-        };
-        for (i, r) in self.chain.iter().enumerate() {
-            if shaped.is_empty() {
-                break;
-            }
-            shaped = self
-                .plugins
-                .shape_dns_default(i, r, &question, client, shaped);
-        }
+        let shaped = self.shape_answers(svc, &name.to_string(), qtype.into(), client, wire.clone());
         shaped
             .iter()
             .filter_map(|s| {

@@ -339,7 +339,7 @@ fn the_fast_path_agrees_with_the_reference() {
         for edns in [None, Some(1232), Some(4096)] {
             for forwarding in [false, true] {
                 let q = query(name, t, edns);
-                let fast = z.fast_answer(&q, true, forwarding, &mut out);
+                let fast = z.fast_answer(&q, true, forwarding, None, &mut out);
                 assert!(fast.is_some(), "{name} {t} took the slow path");
                 let reference = answer(&z, &q, client, true, forwarding, &Unshaped);
                 let Outcome::Reply(slow) = reference.outcome else {
@@ -368,7 +368,7 @@ fn the_fast_path_agrees_with_the_reference() {
         ("web.shop.svc.cluster.local.", RecordType::ANY),
     ] {
         assert!(
-            z.fast_answer(&query(name, t, None), true, false, &mut out)
+            z.fast_answer(&query(name, t, None), true, false, None, &mut out)
                 .is_none(),
             "{name}"
         );

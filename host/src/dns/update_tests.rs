@@ -83,7 +83,7 @@ fn a_changed_service_is_answered_on_the_fast_path() {
         let mut m = Message::query();
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         let mut out = Vec::new();
-        z.fast_answer(&m.to_vec().unwrap(), true, false, &mut out)
+        z.fast_answer(&m.to_vec().unwrap(), true, false, None, &mut out)
             .expect("fast path");
         Message::from_vec(&out).unwrap()
     };

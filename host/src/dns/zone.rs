@@ -292,31 +292,28 @@ impl Zone {
     fn refresh(&mut self, touched: Touched) {
         for name in touched.0 {
             if let Some(node) = self.node_mut(&name) {
-                node.fast = Answers::new(
-                    node.records.iter().map(|(_, r)| r),
-                    node.shaped_by.is_some(),
-                );
+                node.fast = Answers::new(node.records.iter().map(|(_, r)| r));
             }
         }
     }
 
     /// The reply to `q` in `out` from the precomputed answers, or `None` for the slow path
-    /// ([`answer`](super::answer::answer)).
+    /// ([`answer`](super::answer::answer)); answers to shape need `shaping`.
     pub fn fast_answer(
         &self,
         q: &[u8],
         udp: bool,
         forwarding: bool,
+        shaping: Option<&fast::Shaping<'_>>,
         out: &mut Vec<u8>,
     ) -> Option<ResponseCode> {
-        fast::answer(
-            &self.meta,
-            |name| self.node(name).map(|n| &n.fast),
-            q,
-            udp,
-            forwarding,
-            out,
-        )
+        let find = |name: &[u8]| {
+            self.node(name).map(|n| fast::Found {
+                answers: &n.fast,
+                shaped_by: n.shaped_by.as_ref(),
+            })
+        };
+        fast::answer(&self.meta, find, q, udp, forwarding, shaping, out)
     }
 
     /// The SOA record (for the authority section of negative answers).
