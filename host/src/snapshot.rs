@@ -68,6 +68,16 @@ pub struct EndpointView {
     pub pod: Option<String>,
 }
 
+/// One endpoint address of a headless Service, whatever its ports: what cluster DNS answers
+/// (a headless Service may have no ports at all).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostView {
+    pub addr: IpAddr,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PortView {
     pub name: String,
@@ -125,6 +135,10 @@ pub struct ServiceView {
     /// The plugins those annotations name.
     pub plugins: PluginRefs,
     pub ports: Vec<PortView>,
+    /// Headless Services: every endpoint address once (ready if any of its entries is),
+    /// sorted; empty for other Services.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostView>,
     pub resource_version: String,
     /// `metadata.uid`: Events about the Service name it.
     #[serde(skip)]
@@ -354,11 +368,36 @@ impl ServiceView {
                 .filter_map(|r| r.trim().parse().ok())
                 .collect(),
             ports,
+            hosts: if headless { hosts(slices) } else { Vec::new() },
             resource_version: svc.metadata.resource_version.clone().unwrap_or_default(),
             uid: svc.metadata.uid.clone().unwrap_or_default(),
             tls: Vec::new(),
         }
     }
+}
+
+/// Every endpoint address in `slices` once, ready if any of its entries is, with the first
+/// hostname given for it.
+fn hosts(slices: &[&EndpointSlice]) -> Vec<HostView> {
+    let mut out: Vec<HostView> = Vec::new();
+    for ep in slices.iter().flat_map(|s| &s.endpoints) {
+        let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+        for addr in ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+            match out.iter_mut().find(|h| h.addr == addr) {
+                Some(h) => {
+                    h.ready |= ready;
+                    h.hostname = h.hostname.take().or_else(|| ep.hostname.clone());
+                }
+                None => out.push(HostView {
+                    addr,
+                    ready,
+                    hostname: ep.hostname.clone(),
+                }),
+            }
+        }
+    }
+    out.sort_by_key(|h| h.addr);
+    out
 }
 
 /// Shards of the Service map: a new snapshot copies only the shards that changed.

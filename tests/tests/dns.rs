@@ -68,6 +68,15 @@ fn setup(g: &Gateway) -> String {
     );
     let ext = "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\nspec: {type: ExternalName, externalName: db.example.org}\n";
     assert!(g.apply("apply", ext).status.success());
+    // Headless without ports: address records only.
+    let n = g.net;
+    let bare = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: bare}}\nspec: {{clusterIP: None}}\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: bare}}\nsubsets:\n- addresses:\n\
+         \x20 - {{ip: 127.{n}.220.7, hostname: bare-0}}\n  - {{ip: 127.{n}.220.8}}\n"
+    );
+    let out = g.apply("apply", &bare);
+    assert!(out.status.success(), "{}", switchyard_e2e::stderr(&out));
     jsonpath(g, &["svc", "web"], "{.spec.clusterIP}")
 }
 
@@ -77,10 +86,12 @@ fn every_record_kind_over_udp_and_tcp() {
     let cip = setup(&g);
     let n = g.net;
     let d = &g.dns;
-    wait_for(Duration::from_secs(5), "db in DNS", || {
-        (dig(d, &["db.default.svc.cluster.local", "A"]).1.len() == 2).then_some(())
+    wait_for(Duration::from_secs(5), "db and bare in DNS", || {
+        let ready = |name: &str| dig(d, &[name, "A"]).1.len() == 2;
+        (ready("db.default.svc.cluster.local") && ready("bare.default.svc.cluster.local"))
+            .then_some(())
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\n{}", g.log()));
     for transport in ["+notcp", "+tcp"] {
         let q = |name: &str, t: &str| dig(d, &[transport, name, t]);
         let (status, answers, _) = q("web.default.svc.cluster.local", "A");
@@ -121,6 +132,23 @@ fn every_record_kind_over_udp_and_tcp() {
         assert_eq!(
             q("ext.default.svc.cluster.local", "A").1,
             ["db.example.org."]
+        );
+        // Headless without ports: A per address, the hostname's name, PTR; no SRV names.
+        assert_eq!(
+            q("bare.default.svc.cluster.local", "A").1,
+            [format!("127.{n}.220.7"), format!("127.{n}.220.8")]
+        );
+        assert_eq!(
+            q("bare-0.bare.default.svc.cluster.local", "A").1,
+            [format!("127.{n}.220.7")]
+        );
+        assert_eq!(
+            q(&format!("8.220.{n}.127.in-addr.arpa"), "PTR").1,
+            [format!("127-{n}-220-8.bare.default.svc.cluster.local.")]
+        );
+        assert_eq!(
+            q("_x._tcp.bare.default.svc.cluster.local", "SRV").0,
+            "NXDOMAIN"
         );
         assert_eq!(q("dns-version.cluster.local", "TXT").1, ["\"1.1.0\""]);
         assert_eq!(

@@ -8,7 +8,8 @@
 //! - Headless Service: A/AAAA per ready endpoint, `<hostname>.<svc>...` per endpoint (the
 //!   endpoint's hostname, else its address with '-' for '.' or ':'), SRV per named port and
 //!   endpoint (`0 <100/n> <endpoint port> <hostname>.<svc>...`), PTR per endpoint address.
-//!   With no ready endpoint the Service contributes nothing, so its name does not exist.
+//!   With no ready endpoint the Service contributes nothing, so its name does not exist. A
+//!   headless Service without ports gets the same address records (and no SRV).
 //! - ExternalName Service: CNAME to `spec.externalName`.
 
 use std::net::IpAddr;
@@ -94,25 +95,17 @@ pub fn of_service(svc: &ServiceView, origin: &Name, ttl: u32) -> Vec<Contributed
         out.extend(svc.cluster_ips.iter().map(|ip| ptr(*ip, &fqdn)));
         return out;
     }
-    // Headless: the ready endpoints, once per address across ports.
-    let mut hosts: Vec<(IpAddr, Name)> = Vec::new();
-    for e in svc
-        .ports
+    // Headless: the ready endpoint addresses (with or without ports).
+    let hosts: Vec<(IpAddr, Name)> = svc
+        .hosts
         .iter()
-        .flat_map(|p| &p.endpoints)
-        .filter(|e| e.ready)
-    {
-        if hosts.iter().any(|(ip, _)| *ip == e.addr) {
-            continue;
-        }
-        let label = e.hostname.clone().unwrap_or_else(|| dashed(e.addr));
-        if let Some(host) = Name::from_ascii(&label)
-            .ok()
-            .and_then(|l| l.append_domain(&fqdn).ok())
-        {
-            hosts.push((e.addr, host));
-        }
-    }
+        .filter(|h| h.ready)
+        .filter_map(|h| {
+            let label = h.hostname.clone().unwrap_or_else(|| dashed(h.addr));
+            let host = Name::from_ascii(&label).ok()?.append_domain(&fqdn).ok()?;
+            Some((h.addr, host))
+        })
+        .collect();
     for (ip, host) in &hosts {
         own(address(&fqdn, *ip, ttl));
         own(address(host, *ip, ttl));

@@ -125,3 +125,35 @@ fn a_changed_service_is_answered_on_the_fast_path() {
         Zone::build(&gone, "cluster.local", 5, 3).dump()
     );
 }
+
+#[test]
+fn a_headless_service_without_ports_has_address_records() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "bare", "namespace": "n0"}, "spec": {"clusterIP": "None"}}))
+    .unwrap();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "bare-1"}, "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.1.0.7"], "hostname": "b0", "conditions": {"ready": true}},
+            {"addresses": ["10.1.0.8"], "conditions": {"ready": true}},
+            {"addresses": ["10.1.0.9"], "conditions": {"ready": false}}]}))
+    .unwrap();
+    let v = Arc::new(ServiceView::build(&svc, &[&slice]));
+    assert!(v.ports.is_empty());
+    let snap = Snapshot::default().with_changes([(key("n0", "bare"), Some(v))]);
+    let zone = Zone::build(&snap, "cluster.local", 5, 1);
+    let a = |name: &str| match zone.lookup(
+        &LowerName::new(&Name::from_ascii(name).unwrap()),
+        RecordType::A,
+    ) {
+        Lookup::Answer(r, _) => {
+            let mut v: Vec<String> = r.iter().map(|r| r.data.to_string()).collect();
+            v.sort();
+            v
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(a("bare.n0.svc.cluster.local."), ["10.1.0.7", "10.1.0.8"]);
+    assert_eq!(a("b0.bare.n0.svc.cluster.local."), ["10.1.0.7"]);
+    assert_eq!(a("10-1-0-8.bare.n0.svc.cluster.local."), ["10.1.0.8"]);
+}

@@ -279,6 +279,7 @@ mod tests {
                 target_port: "9376".into(),
                 endpoints: eps,
             }],
+            hosts: Vec::new(),
             resource_version: "1".into(),
             tls: Vec::new(),
         })
