@@ -7,7 +7,7 @@
 //! serving. Runs on the main runtime; touches sockets only to bind them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,10 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::metrics::StateLabels;
+use super::reroutes::{self, Reroutes};
 use super::select::Target;
 use super::table::{self, ListenKey, Mode, Route};
-use super::{DataPlane, http, tcp, udp};
+use super::{DataPlane, http, tcp, udp, vips};
 use crate::events::ServiceEvent;
 use crate::snapshot::{Protocol, ServiceKey, Snapshot};
 use rustc_hash::FxHashMap;
@@ -205,9 +206,13 @@ pub(super) struct Listeners {
     refused: FxHashMap<ListenKey, ServiceKey>,
     /// The snapshot reconciled last.
     seen: Arc<Snapshot>,
-    /// A cluster-IP listener came or went since the reroute table was built.
-    routes_stale: bool,
-    /// A listener came or went since the wanted host addresses were sent.
+    /// Policy reroutes: the cluster-IP listeners' targets by `namespace/name:port`.
+    reroutes: Reroutes,
+    /// A cluster-IP listener came or went since the reroute table was published.
+    reroutes_changed: bool,
+    /// Listeners per address that must be on the host (see [`vips::wanted`]).
+    vip_refs: FxHashMap<IpAddr, u32>,
+    /// An address came or went from `vip_refs` since the wanted set was sent.
     vips_stale: bool,
 }
 
@@ -226,9 +231,8 @@ impl Listeners {
                     *w == k && self.active.get(&k).is_some_and(|a| a.route.mode == r.mode)
                 });
                 if !keep && let Some(a) = self.active.remove(&k) {
-                    self.vips_stale = true;
                     tracing::debug!(listener = %k.addr, service = %a.route.service, "listener closed");
-                    self.routes_stale |= a.route.frontend == table::Frontend::ClusterIP;
+                    self.forget(&k, &a, dp.settings.node_ip);
                     if let Some(waiting) = self.refused.remove(&k) {
                         work.push(waiting);
                     }
@@ -262,7 +266,6 @@ impl Listeners {
                         let Some(t) = dp.target(route.clone(), snap) else {
                             continue;
                         };
-                        self.routes_stale |= route.frontend == table::Frontend::ClusterIP;
                         let mut a = Active {
                             route,
                             target: Arc::new(ArcSwap::from_pointee(t)),
@@ -270,8 +273,8 @@ impl Listeners {
                             failure: None,
                         };
                         dp.open(dp, &k, &mut a);
+                        self.remember(&k, &a, dp.settings.node_ip);
                         self.active.insert(k, a);
-                        self.vips_stale = true;
                     }
                 }
                 mine.push(k);
@@ -287,6 +290,38 @@ impl Listeners {
             }
         }
         self.seen = snap.clone();
+    }
+
+    /// A listener opened: its reroute entry and host address.
+    fn remember(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
+        if a.route.frontend == table::Frontend::ClusterIP {
+            let key = reroutes::key(&a.route.service, a.target.load().port().port);
+            self.reroutes.insert(key, a.target.clone());
+            self.reroutes_changed = true;
+        }
+        if vips::needs_host(k.addr.ip(), node_ip) {
+            let n = self.vip_refs.entry(k.addr.ip()).or_default();
+            *n += 1;
+            self.vips_stale |= *n == 1;
+        }
+    }
+
+    /// A listener closed: the reverse of [`Self::remember`].
+    fn forget(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
+        if a.route.frontend == table::Frontend::ClusterIP {
+            let key = reroutes::key(&a.route.service, a.target.load().port().port);
+            self.reroutes.remove(&key);
+            self.reroutes_changed = true;
+        }
+        if vips::needs_host(k.addr.ip(), node_ip)
+            && let Some(n) = self.vip_refs.get_mut(&k.addr.ip())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.vip_refs.remove(&k.addr.ip());
+                self.vips_stale = true;
+            }
+        }
     }
 
     fn next_retry(&self) -> Option<Instant> {
@@ -351,31 +386,16 @@ impl Listeners {
         if std::mem::take(&mut self.vips_stale)
             && let Some(tx) = &dp.vips
         {
-            let wanted =
-                super::vips::wanted(self.active.keys().map(|k| k.addr.ip()), dp.settings.node_ip);
+            let wanted: std::collections::BTreeSet<IpAddr> =
+                self.vip_refs.keys().copied().collect();
             tx.send_if_modified(|held| {
                 let changed = *held != wanted;
                 *held = wanted;
                 changed
             });
         }
-        if std::mem::take(&mut self.routes_stale) {
-            // Where a policy's reroute (`namespace/name:port`) lands: the cluster-IP
-            // listener's target (targets update in place, so only new or closed listeners
-            // rebuild this).
-            let routes = self
-                .active
-                .values()
-                .filter(|a| a.route.frontend == table::Frontend::ClusterIP)
-                .map(|a| {
-                    let t = a.target.load();
-                    (
-                        format!("{}:{}", a.route.service, t.port().port),
-                        a.target.clone(),
-                    )
-                })
-                .collect();
-            dp.routes.store(Arc::new(routes));
+        if std::mem::take(&mut self.reroutes_changed) {
+            dp.routes.store(Arc::new(self.reroutes.clone()));
         }
     }
 }
@@ -389,7 +409,7 @@ pub(super) async fn run(
     let mut last_sweep = Instant::now();
     loop {
         let snap = snapshot.load_full();
-        let (next_retry, longest_affinity) = {
+        let (next_retry, sweep) = {
             let mut l = dp.listeners.lock();
             let started = Instant::now();
             l.reconcile(&dp, &snap);
@@ -397,9 +417,12 @@ pub(super) async fn run(
             dp.metrics
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
-            (l.next_retry(), l.longest_affinity())
+            // The affinity sweep's horizon: a scan of every listener, so only when due.
+            let sweep =
+                (last_sweep.elapsed() > Duration::from_secs(10)).then(|| l.longest_affinity());
+            (l.next_retry(), sweep)
         };
-        if last_sweep.elapsed() > Duration::from_secs(10) {
+        if let Some(longest_affinity) = sweep {
             dp.affinity.sweep(Instant::now(), longest_affinity);
             last_sweep = Instant::now();
         }

@@ -11,6 +11,7 @@ mod http;
 pub mod listeners;
 pub mod metrics;
 mod pool;
+mod reroutes;
 pub mod select;
 pub mod table;
 mod tcp;
@@ -63,7 +64,7 @@ pub struct DataPlane {
     workers: workers::Workers,
     listeners: parking_lot::Mutex<listeners::Listeners>,
     /// `namespace/name:port` → the cluster-IP listener's target (policy reroutes).
-    routes: ArcSwap<rustc_hash::FxHashMap<String, Arc<ArcSwap<Target>>>>,
+    routes: ArcSwap<reroutes::Reroutes>,
     /// The non-loopback addresses listened on, for [`vips::run`] (`None`: not managed).
     vips: Option<watch::Sender<std::collections::BTreeSet<IpAddr>>>,
 }

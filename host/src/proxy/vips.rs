@@ -24,12 +24,17 @@ use super::metrics::ProxyMetrics;
 /// The `IFA_PROTO` value that marks our addresses ('s').
 pub const PROTO: u8 = 0x73;
 
-/// The Service addresses that need to be on the host: not loopback (the kernel already
+/// Whether a Service address needs to be on the host: not loopback (the kernel already
 /// delivers all of 127.0.0.0/8 and ::1), not unspecified, not the node's own address.
+pub fn needs_host(ip: IpAddr, node_ip: IpAddr) -> bool {
+    !ip.is_loopback() && !ip.is_unspecified() && ip != node_ip
+}
+
+/// The Service addresses that need to be on the host (see [`needs_host`]).
 pub fn wanted(listening: impl IntoIterator<Item = IpAddr>, node_ip: IpAddr) -> BTreeSet<IpAddr> {
     listening
         .into_iter()
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && *ip != node_ip)
+        .filter(|ip| needs_host(*ip, node_ip))
         .collect()
 }
 
