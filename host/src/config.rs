@@ -515,6 +515,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/switchyard.yaml");
+        let s = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("examples/switchyard.yaml resolves");
+        assert_eq!(s.dns.shape.len(), 2);
+        assert!(s.dns.upstreams.is_empty());
+        assert!(s.plugin_files.iter().any(|(n, _)| n == "my-balancer"));
+    }
+
+    #[test]
     fn dns_and_vip_settings_come_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");

@@ -166,9 +166,11 @@ fn shaped(
         .collect();
     let mut count = 0;
     for a in (shaping.run)(svc, &qname, qtype, defaults.clone()) {
-        let Some((_, r)) = defaults.iter().zip(s.records()).find(|(d, _)| {
-            d.rtype == a.rtype && d.rdata == a.rdata && d.name.eq_ignore_ascii_case(&a.name)
-        }) else {
+        let Some((_, r)) = defaults
+            .iter()
+            .zip(s.records())
+            .find(|(d, _)| super::shape::is_default(d, &a))
+        else {
             continue;
         };
         out.extend_from_slice(&r[..6]);

@@ -125,6 +125,7 @@ async fn follow(
         dns.zone.store(Arc::new(z));
     }
 }
+
 #[cfg(test)]
 mod shape_tests;
 #[cfg(test)]

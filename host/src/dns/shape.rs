@@ -15,6 +15,14 @@ use super::answer::Shaper;
 use crate::plugin::{Answer, Plugins, Question};
 use crate::snapshot::{PluginRef, ServiceView};
 
+/// Whether `shaped`, as a plugin returned it, is the default answer `default` (same owner,
+/// type and data; the TTL may differ): plugins choose among the defaults, never invent.
+pub fn is_default(default: &Answer, shaped: &Answer) -> bool {
+    default.rtype == shaped.rtype
+        && default.rdata == shaped.rdata
+        && default.name.eq_ignore_ascii_case(&shaped.name)
+}
+
 /// Shapes with the Service's `switchyard.io/dns` plugin, then the default chain.
 pub struct PluginShaper {
     pub plugins: Arc<Plugins>,
@@ -84,9 +92,7 @@ impl Shaper for PluginShaper {
         shaped
             .iter()
             .filter_map(|s| {
-                let i = wire.iter().position(|w| {
-                    w.rtype == s.rtype && w.rdata == s.rdata && w.name.eq_ignore_ascii_case(&s.name)
-                })?;
+                let i = wire.iter().position(|w| is_default(w, s))?;
                 let mut r = answers[i].clone();
                 r.ttl = s.ttl;
                 Some(r)

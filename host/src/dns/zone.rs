@@ -6,9 +6,10 @@
 //! The zone is immutable once built and follows the snapshot incrementally: [`Zone::update`]
 //! takes the Services that changed between two snapshots, swaps the old records of each for
 //! its new ones and copies only the shards of names it touched (as the snapshot copies only
-//! the shards of Services that changed), so one change costs microseconds whatever the zone's
-//! size. Every record remembers the Service it came from: names shared by Services (PTR for
-//! an address two headless Services select) keep the others' records.
+//! the shards of Services that changed), so one change costs under a millisecond whatever the
+//! zone's size (0.8 ms among 10,000 Services, `cargo bench --bench dns`). Every record
+//! remembers the Service it came from: names shared by Services (PTR for an address two
+//! headless Services select) keep the others' records.
 //!
 //! Besides the Services: `dns-version.<domain>` TXT `1.1.0`; SOA and NS at the apex. Every
 //! ancestor of a name, up to the apex, exists (empty non-terminals answer NODATA). Pod names
@@ -90,7 +91,7 @@ fn shard_of(name: &[u8]) -> usize {
 /// The wire name one label up (`\x03web\x04shop...` → `\x04shop...`); the root has none.
 fn parent(name: &[u8]) -> Option<&[u8]> {
     let len = usize::from(*name.first()?);
-    (len > 0).then(|| &name[1 + len..])
+    name.get(1 + len..).filter(|_| len > 0)
 }
 
 fn soa_record(origin: &Name, ttl: u32, serial: u32) -> Record {
@@ -200,7 +201,7 @@ impl Zone {
         }
     }
 
-    fn remove_service(&mut self, svc: &ServiceView, key: &ServiceKey, touched: &mut Touched) {
+    fn remove_service(&mut self, svc: &Arc<ServiceView>, key: &ServiceKey, touched: &mut Touched) {
         let mut names: Vec<Box<[u8]>> = records::of_service(svc, &self.origin, self.ttl)
             .iter()
             .map(|c| wire_name(&c.record.name).into())
@@ -212,11 +213,8 @@ impl Zone {
                 continue;
             };
             node.records.retain(|(k, _)| k != key);
-            if node
-                .shaped_by
-                .as_ref()
-                .is_some_and(|s| crate::snapshot::key(&s.namespace, &s.name) == *key)
-            {
+            // The Arc the zone was built with is the old snapshot's.
+            if node.shaped_by.as_ref().is_some_and(|s| Arc::ptr_eq(s, svc)) {
                 node.shaped_by = None;
             }
             self.prune(&name);
