@@ -296,7 +296,7 @@ impl Listeners {
     fn remember(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
         if a.route.frontend == table::Frontend::ClusterIP {
             let key = reroutes::key(&a.route.service, a.target.load().port().port);
-            self.reroutes.insert(key, a.target.clone());
+            self.reroutes.insert(key, *k, a.target.clone());
             self.reroutes_changed = true;
         }
         if vips::needs_host(k.addr.ip(), node_ip) {
@@ -310,7 +310,7 @@ impl Listeners {
     fn forget(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
         if a.route.frontend == table::Frontend::ClusterIP {
             let key = reroutes::key(&a.route.service, a.target.load().port().port);
-            self.reroutes.remove(&key);
+            self.reroutes.remove(&key, k);
             self.reroutes_changed = true;
         }
         if vips::needs_host(k.addr.ip(), node_ip)
