@@ -62,14 +62,14 @@ pub(super) fn serve(dns: &Arc<Dns>, sockets: Sockets) -> std::io::Result<()> {
 }
 
 impl Dns {
-    /// The fast path, shaping with the Service's plugin and the default chain.
+    /// The fast path, shaping with the Service's plugin and the default chain; counts what
+    /// it answers.
     fn fast_answer(
         &self,
         zone: &Zone,
         packet: &[u8],
         client: SocketAddr,
-        udp: bool,
-        forwarding: bool,
+        tcp: bool,
         out: &mut Vec<u8>,
     ) -> Option<hickory_proto::op::ResponseCode> {
         let run = |svc: Option<&Arc<ServiceView>>, name: &str, qtype: u16, answers| {
@@ -80,7 +80,10 @@ impl Dns {
             all: self.shaper.shapes_all(),
             run: &run,
         };
-        zone.fast_answer(packet, udp, forwarding, Some(&shaping), out)
+        let forwarding = !self.settings.upstreams.is_empty();
+        let rcode = zone.fast_answer(packet, !tcp, forwarding, Some(&shaping), out)?;
+        self.metrics.answered(tcp, rcode);
+        Some(rcode)
     }
 
     /// The reference path, on the zone the caller already loaded for the fast path.
@@ -132,7 +135,6 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();
     let (mut rx, mut tx) = (Rx::new(), Tx::new());
-    let forwarding = !dns.settings.upstreams.is_empty();
     loop {
         let n = match rx.recv(fd) {
             Ok(n) => n,
@@ -145,10 +147,11 @@ fn udp_worker(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
         };
         let zone = dns.zone.load();
         for (query, peer, i) in (0..n).filter_map(|i| rx.get(i)) {
-            let answered = dns.fast_answer(&zone, query, peer, true, forwarding, tx.next());
-            if let Some(rcode) = answered {
+            if dns
+                .fast_answer(&zone, query, peer, false, tx.next())
+                .is_some()
+            {
                 tx.queue(&rx, i);
-                dns.metrics.answered(false, rcode);
                 continue;
             }
             match dns.answer(&zone, query, peer, false).outcome {
@@ -187,7 +190,6 @@ async fn tcp_accept(dns: Arc<Dns>, listener: TcpListener) {
 
 async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
     let (mut buf, mut fast, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    let forwarding = !dns.settings.upstreams.is_empty();
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
             return;
@@ -197,13 +199,9 @@ async fn tcp_connection(dns: Arc<Dns>, mut s: TcpStream, peer: SocketAddr) {
             return;
         };
         let zone = dns.zone.load_full();
-        let fast_rcode = dns.fast_answer(&zone, &buf, peer, false, forwarding, &mut fast);
         let slow;
-        let reply: &[u8] = match fast_rcode {
-            Some(rcode) => {
-                dns.metrics.answered(true, rcode);
-                &fast
-            }
+        let reply: &[u8] = match dns.fast_answer(&zone, &buf, peer, true, &mut fast) {
+            Some(_) => &fast,
             None => {
                 slow = match dns.answer(&zone, &buf, peer, true).outcome {
                     Outcome::Reply(r) => r,

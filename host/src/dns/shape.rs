@@ -76,9 +76,6 @@ impl Shaper for PluginShaper {
         client: IpAddr,
         answers: Vec<Record>,
     ) -> Vec<Record> {
-        if answers.is_empty() {
-            return answers;
-        }
         let wire: Vec<Answer> = answers
             .iter()
             .map(|r| Answer {

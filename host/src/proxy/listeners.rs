@@ -196,6 +196,12 @@ impl DataPlane {
     }
 }
 
+/// The reroute key of a cluster-IP listener (`namespace/name:port`); other frontends have none.
+fn reroute_key(a: &Active) -> Option<String> {
+    (a.route.frontend == table::Frontend::ClusterIP)
+        .then(|| reroutes::key(&a.route.service, a.target.load().port().port))
+}
+
 /// The reconciler's state: the open listeners and which Service holds each.
 #[derive(Default)]
 pub(super) struct Listeners {
@@ -294,8 +300,7 @@ impl Listeners {
 
     /// A listener opened: its reroute entry and host address.
     fn remember(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
-        if a.route.frontend == table::Frontend::ClusterIP {
-            let key = reroutes::key(&a.route.service, a.target.load().port().port);
+        if let Some(key) = reroute_key(a) {
             self.reroutes.insert(key, *k, a.target.clone());
             self.reroutes_changed = true;
         }
@@ -308,8 +313,7 @@ impl Listeners {
 
     /// A listener closed: the reverse of [`Self::remember`].
     fn forget(&mut self, k: &ListenKey, a: &Active, node_ip: IpAddr) {
-        if a.route.frontend == table::Frontend::ClusterIP {
-            let key = reroutes::key(&a.route.service, a.target.load().port().port);
+        if let Some(key) = reroute_key(a) {
             self.reroutes.remove(&key, k);
             self.reroutes_changed = true;
         }
