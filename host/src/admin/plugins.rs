@@ -127,17 +127,22 @@ async fn pick(
         .unwrap_or_else(|| "127.0.0.1:40000".parse().expect("valid"));
     let n = q.n.unwrap_or(1).clamp(1, 10_000);
     let port = &svc.ports[port_index];
+    let service = format!("{ns}/{name}");
     let picks: Vec<serde_json::Value> = (0..n)
         .map(|_| {
-            let p = s.plugins.pick(&svc, port_index, &Request::tcp(client));
-            match p.index.and_then(|i| port.endpoints.get(i)) {
-                Some(e) => json!({"endpoint": format!("{}", SocketAddr::new(e.addr, e.port)), "id": e.id, "by_plugin": p.by_plugin}),
-                None => json!({"endpoint": null, "by_plugin": p.by_plugin}),
+            let by_plugin = s.plugins.pick(&svc, port_index, &Request::tcp(client));
+            match by_plugin.and_then(|i| port.endpoints.get(i)) {
+                Some(e) => json!({"endpoint": SocketAddr::new(e.addr, e.port).to_string(), "id": e.id, "by_plugin": true}),
+                // The data plane's own fallback, on its cluster-IP listener.
+                None => {
+                    let rr = s.data_plane.get().and_then(|d| d.round_robin_of(&service, port.port));
+                    json!({"endpoint": rr.map(|a| a.to_string()), "by_plugin": false})
+                }
             }
         })
         .collect();
     axum::Json(json!({
-        "service": format!("{ns}/{name}"),
+        "service": service,
         "port": port.port,
         "balancer": svc.plugins.balancer.as_ref().map(|b| b.name.to_string()),
         "picks": picks,

@@ -1,7 +1,8 @@
 //! The hook calls the data plane and DNS make: `pick` and `feedback` (balancer),
 //! `on_connect` and `on_request` (policy), `shape_dns` (DNS). Each finds this worker's
 //! instance through `worker`, checks the answer, and falls back to the native default
-//! (round-robin, allow, unshaped answers) when there is no plugin or the call fails.
+//! (allow, unshaped answers) when there is no plugin or the call fails. A pick has no
+//! fallback here: `None` tells the data plane to use its own round-robin (`proxy::select`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,23 +24,6 @@ static DEFAULT_CHAIN: std::sync::LazyLock<Arc<ServiceView>> = std::sync::LazyLoc
 pub use dns::exports::switchyard::plugin::dns::{Answer, Question};
 pub use policy::exports::switchyard::plugin::policy::{Action, RequestHead, Verdict};
 
-/// The outcome of a pick: an index into the port's `endpoints`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pick {
-    pub index: Option<usize>,
-    /// Whether a plugin chose it (false: the native round-robin did).
-    pub by_plugin: bool,
-}
-
-/// The native default balancer: round-robin over the usable endpoints.
-pub fn round_robin(port: &PortView, turn: usize) -> Option<usize> {
-    let n = port.usable_indices().count();
-    if n == 0 {
-        return None;
-    }
-    port.usable_indices().nth(turn % n)
-}
-
 /// The balancer slot key of a port: its number, plus bit 16 for the node-local view.
 fn port_key(port: &PortView, node_local: bool) -> u32 {
     port.port as u32 | (node_local as u32) << 16
@@ -60,14 +44,18 @@ fn protocol(port: &PortView) -> types::Protocol {
 }
 
 impl Plugins {
-    /// Chooses the endpoint for a new connection or request to `svc`'s port `port_index`.
-    pub fn pick(&self, svc: &Arc<ServiceView>, port_index: usize, req: &Request<'_>) -> Pick {
-        let Some(port) = svc.ports.get(port_index) else {
-            return Pick {
-                index: None,
-                by_plugin: false,
-            };
-        };
+    /// The balancer plugin's endpoint for a new connection or request to `svc`'s port
+    /// `port_index`: an index into the port's `endpoints`. `None` when the Service names no
+    /// balancer, it is not loaded, it declined, or the call failed (counted and logged); the
+    /// caller then falls back to its native round-robin.
+    pub fn pick(
+        &self,
+        svc: &Arc<ServiceView>,
+        port_index: usize,
+        req: &Request<'_>,
+    ) -> Option<usize> {
+        let r = svc.plugins.balancer.as_ref()?;
+        let port = svc.ports.get(port_index)?;
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let slot = slot(
@@ -76,22 +64,10 @@ impl Plugins {
                 svc,
                 port_key(port, req.node_local),
             );
-            slot.turn = slot.turn.wrapping_add(1);
-            let turn = slot.turn;
-            let fallback = || Pick {
-                index: round_robin(port, turn),
-                by_plugin: false,
-            };
-            let Some(r) = &svc.plugins.balancer else {
-                slot.live = None;
-                return fallback();
-            };
             let reg = self.registry.load();
-            let Some(plugin) = self.current::<BalancerHook>(&reg, r, svc) else {
-                return fallback();
-            };
+            let plugin = self.current::<BalancerHook>(&reg, r, svc)?;
             if !self.ensure::<BalancerHook>(slot, plugin, r, svc) {
-                return fallback();
+                return None;
             }
             let live = slot.live.as_mut().expect("ensure leaves a live instance");
             // Push the endpoint set when the Service's view changed since the last push.
@@ -131,7 +107,7 @@ impl Plugins {
                         &format!("update: {e:#}"),
                     );
                     slot.live = None;
-                    return fallback();
+                    return None;
                 }
                 live.ids = port
                     .endpoints
@@ -150,12 +126,9 @@ impl Plugins {
                 .switchyard_plugin_balancer()
                 .call_pick(&mut live.store, &ctx)
             {
-                Ok(None) => fallback(),
+                Ok(None) => None,
                 Ok(Some(id)) => match live.ids.binary_search_by_key(&id, |(i, _)| *i) {
-                    Ok(at) => Pick {
-                        index: Some(live.ids[at].1),
-                        by_plugin: true,
-                    },
+                    Ok(at) => Some(live.ids[at].1),
                     Err(_) => {
                         let detail =
                             format!("pick returned endpoint id {id}, which it was never given");
@@ -167,7 +140,7 @@ impl Plugins {
                             &detail,
                         );
                         slot.live = None;
-                        fallback()
+                        None
                     }
                 },
                 Err(e) => {
@@ -179,7 +152,7 @@ impl Plugins {
                         &format!("pick: {e:#}"),
                     );
                     slot.live = None;
-                    fallback()
+                    None
                 }
             }
         })

@@ -91,8 +91,6 @@ pub(super) struct Slot<B> {
     namespace: Box<str>,
     name: Box<str>,
     port: u32,
-    /// The native round-robin's turn for this port on this worker.
-    pub turn: usize,
     pub live: Option<Live<B>>,
     /// `configure` refused this (plugin, config): use the fallback until either changes.
     refused: Option<(Weak<LoadedPlugin>, Arc<str>)>,
@@ -104,7 +102,6 @@ impl<B> Slot<B> {
             namespace: svc.namespace.clone().into(),
             name: svc.name.clone().into(),
             port,
-            turn: 0,
             live: None,
             refused: None,
         }
@@ -364,7 +361,9 @@ impl Plugins {
         r: &PluginRef,
         svc: &ServiceView,
     ) -> bool {
-        let same = |p: &Arc<LoadedPlugin>, c: &Arc<str>| Arc::ptr_eq(p, plugin) && **c == *r.config;
+        let same = |p: &Arc<LoadedPlugin>, c: &Arc<str>| {
+            Arc::ptr_eq(p, plugin) && (Arc::ptr_eq(c, &r.config) || **c == *r.config)
+        };
         if let Some((p, c)) = &slot.refused {
             if p.upgrade().is_some_and(|p| same(&p, c)) {
                 return false;

@@ -22,7 +22,7 @@ pub mod vips;
 mod workers;
 
 use std::cell::Cell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,14 @@ impl DataPlane {
         self.routes.load().get(to.trim()).map(|t| t.load_full())
     }
 
+    /// The endpoint the native round-robin gives next on the cluster-IP listener of
+    /// `service` (`namespace/name`) port `port`: what a connection gets when the balancer
+    /// plugin declines or fails. `None`: no such listener, or no usable endpoint.
+    pub fn round_robin_of(&self, service: &str, port: u16) -> Option<SocketAddr> {
+        let t = self.reroute(&reroutes::key(service, port))?;
+        t.round_robin(&[]).map(|i| t.endpoint_addr(i))
+    }
+
     /// The Service's policy plugin admits the connection (no policy: yes).
     fn admit(&self, t: &Target, req: &Request<'_>) -> bool {
         t.view.plugins.policy.is_none()
@@ -143,7 +151,7 @@ impl DataPlane {
             if let Some(s) = started {
                 t.metrics.pick_seconds.observe(s.elapsed().as_secs_f64());
             }
-            match p.index {
+            match p {
                 Some(i) if t.is_usable(i) && !tried.contains(&i) => Some(i),
                 _ => t.round_robin(tried),
             }
