@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Memory per idle proxied TCP connection (issue #4's figure).
+"""Memory per idle proxied TCP connection (issue #4's figure), or per idle keep-alive HTTP
+connection with `--http` (one request answered on each, then idle; the HTTP/1 path).
 
 Starts an echo backend and the gateway (bench/proxy-candidate.sh, one worker, the Wasm
 round-robin balancer), opens N connections through the proxy, sends one byte on each and
@@ -7,14 +8,18 @@ waits for its echo (so the upstream leg is connected and both copy loops wait), 
 gateway's resident memory. Prints the growth per connection. All traffic on 127.0.0.1;
 every wait is bounded.
 
-    python3 bench/idle-memory.py [N]      # default 5000
+    python3 bench/idle-memory.py [N]          # default 5000
+    python3 bench/idle-memory.py --http [N]
 """
-import os, resource, selectors, signal, socket, subprocess, sys, time
+import os, resource, signal, socket, subprocess, sys, time
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+HTTP = "--http" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--http"]
+N = int(ARGS[0]) if ARGS else 5000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = ("127.0.0.1", 24480)
-LISTEN = ("127.0.0.1", 24490)
+LISTEN = ("127.0.0.1", 24491) if HTTP else ("127.0.0.1", 24490)
+REQUEST = b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n"
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -25,6 +30,8 @@ h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (h, h))
 async def echo(r, w):
     while data := await r.read(4096):
+        if data.startswith(b"GET "):
+            data = b"HTTP/1.1 200 OK\\r\\nContent-Length: 1\\r\\n\\r\\nx"
         w.write(data)
         await w.drain()
     w.close()
@@ -65,7 +72,27 @@ def wait_port(addr, limit=60):
 
 
 backend = subprocess.Popen([sys.executable, "-c", ECHO], start_new_session=True)
-env = dict(os.environ, BENCH_LISTEN_ADDR="%s:%d" % LISTEN, BENCH_BACKEND_ADDR="%s:%d" % BACKEND, PROXY_THREADS="1")
+env = dict(os.environ, BENCH_LISTEN_ADDR="127.0.0.1:24490", BENCH_BACKEND_ADDR="%s:%d" % BACKEND, PROXY_THREADS="1")
+if HTTP:
+    env["BENCH_L7_ADDR"] = "%s:%d" % LISTEN
+
+
+def ping(s):
+    """One exchange on `s`: a byte echoed (TCP) or a request answered (HTTP)."""
+    s.settimeout(10)
+    if HTTP:
+        s.sendall(REQUEST)
+        got = b""
+        while not got.endswith(b"\r\n\r\nx"):
+            k = s.recv(4096)
+            if not k:
+                sys.exit("no answer")
+            got += k
+    else:
+        s.sendall(b"x")
+        if s.recv(1) != b"x":
+            sys.exit("no echo")
+
 cand = subprocess.Popen([os.path.join(ROOT, "bench/proxy-candidate.sh")], env=env, start_new_session=True)
 try:
     wait_port(BACKEND)
@@ -75,31 +102,21 @@ try:
     # Warm up: a few connections so lazily built state (plugin instance, pools) exists.
     warm = [socket.create_connection(LISTEN) for _ in range(10)]
     for s in warm:
-        s.sendall(b"w")
-        s.recv(1)
+        ping(s)
         s.close()
     time.sleep(0.5)
     before = rss_kib(pid)
     conns = []
-    sel = selectors.DefaultSelector()
     for i in range(N):
         s = socket.create_connection(LISTEN, timeout=10)
-        s.sendall(b"x")
+        ping(s)
         conns.append(s)
-        if len(conns) % 200 == 0:  # keep the accept queue short
-            for c in conns[-200:]:
-                c.settimeout(10)
-                if c.recv(1) != b"x":
-                    sys.exit("no echo")
-    for c in conns[len(conns) - len(conns) % 200:]:
-        c.settimeout(10)
-        if c.recv(1) != b"x":
-            sys.exit("no echo")
     time.sleep(1)
     after = rss_kib(pid)
     per = (after - before) * 1024 / N
+    what = "idle keep-alive HTTP connection" if HTTP else "idle proxied connection"
     print(f"connections {N}  gateway RSS before {before} KiB  after {after} KiB  "
-          f"per idle proxied connection {per / 1024:.1f} KiB ({per:.0f} bytes)")
+          f"per {what} {per / 1024:.1f} KiB ({per:.0f} bytes)")
     for c in conns:
         c.close()
 finally:

@@ -201,7 +201,7 @@ pub struct ServeArgs {
     /// A UDP flow ends after this many seconds without a datagram either way [default: 30]
     #[arg(long, value_name = "S")]
     pub udp_timeout_s: Option<u64>,
-    /// TCP connections to an endpoint that left its Service are closed after this many seconds; 0: never [default: 30]
+    /// TCP connections and upgraded HTTP tunnels to an endpoint that left its Service are closed after this many seconds; 0: never [default: 30]
     #[arg(long, value_name = "S")]
     pub drain_timeout_s: Option<u64>,
     /// Interface that non-loopback Service addresses (cluster, LoadBalancer and external IPs) are

@@ -144,6 +144,84 @@ def handle(c):
         c.close()
 "#;
 
+/// HTTP/1.x on raw sockets, for framing tests: `POST` answers `NAME LENGTH SUM` of the body
+/// it read (Content-Length or chunked); `HEAD` says Content-Length 1234 and sends none;
+/// `/chunked` answers chunked (50 lines and a trailer), or until close to an HTTP/1.0
+/// request; `/close` answers until close; `/early` sends `103 Early Hints` first; anything
+/// else answers `NAME PATH X-FORWARDED-FOR`. Keep-alive unless asked to close.
+const HTTP_WIRE: &str = r#"
+def line(c, buf):
+    while b"\n" not in buf[0]:
+        k = c.recv(65536)
+        if not k:
+            raise EOFError
+        buf[0] += k
+    l, buf[0] = buf[0].split(b"\n", 1)
+    return l.rstrip(b"\r")
+def take(c, buf, n):
+    while len(buf[0]) < n:
+        k = c.recv(65536)
+        if not k:
+            raise EOFError
+        buf[0] += k
+    d, buf[0] = buf[0][:n], buf[0][n:]
+    return d
+def handle(c):
+    buf = [b""]
+    try:
+        while True:
+            method, path, version = line(c, buf).decode().split(" ")
+            h = {}
+            while True:
+                l = line(c, buf)
+                if not l:
+                    break
+                k, v = l.decode().split(":", 1)
+                h[k.strip().lower()] = v.strip()
+            body = b""
+            if h.get("transfer-encoding", "").lower().endswith("chunked"):
+                while True:
+                    n = int(line(c, buf).split(b";")[0], 16)
+                    if n == 0:
+                        while line(c, buf):
+                            pass
+                        break
+                    body += take(c, buf, n)
+                    take(c, buf, 2)
+            elif "content-length" in h:
+                body = take(c, buf, int(h["content-length"]))
+            close = h.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+            conn = b"Connection: close\r\n" if close else b""
+            if method == "HEAD":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n" + conn + b"\r\n")
+            elif method in ("POST", "PUT"):
+                out = ("%s %d %d\n" % (name, len(body), sum(body) % 4294967296)).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(out), conn, out))
+            elif path == "/chunked" and version == "HTTP/1.0":
+                c.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + "".join("line %d\n" % i for i in range(50)).encode())
+                return
+            elif path == "/chunked":
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Done\r\n" + conn + b"\r\n")
+                for i in range(50):
+                    d = ("line %d\n" % i).encode()
+                    c.sendall(b"%x\r\n%s\r\n" % (len(d), d))
+                c.sendall(b"0\r\nX-Done: yes\r\n\r\n")
+            elif path == "/close":
+                c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + name.encode() + b" until close\n")
+                return
+            else:
+                if path == "/early":
+                    c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+                out = ("%s %s %s\n" % (name, path, h.get("x-forwarded-for", "-"))).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(out), conn, out))
+            if close:
+                return
+    except (EOFError, OSError, ValueError):
+        pass
+    finally:
+        c.close()
+"#;
+
 pub struct Backend {
     child: Option<Child>,
     pub name: String,
@@ -187,6 +265,16 @@ impl Backend {
     pub fn proxy_v2(ip: &str, port: u16, name: &str) -> Result<Self> {
         Self::tcp(
             &format!("{THREADED_HEAD}{PROXY_V2}{THREADED_LOOP}"),
+            ip,
+            port,
+            name,
+        )
+    }
+
+    /// An HTTP/1.x framing backend on `ip:port` (see `HTTP_WIRE`), ready when this returns.
+    pub fn http_wire(ip: &str, port: u16, name: &str) -> Result<Self> {
+        Self::tcp(
+            &format!("{THREADED_HEAD}{HTTP_WIRE}{THREADED_LOOP}"),
             ip,
             port,
             name,

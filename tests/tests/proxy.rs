@@ -116,6 +116,7 @@ fn udp_flows_round_trip_from_the_service_address() {
     let svc_addr = format!("{cip}:53");
     wait_listener(&g, &svc_addr, 2);
     let mut seen = BTreeMap::new();
+    let mut on_u31 = Vec::new();
     for client in 0..6 {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -136,7 +137,11 @@ fn udp_flows_round_trip_from_the_service_address() {
             // One flow, one backend.
             assert_eq!(first.get_or_insert(name.clone()), &name);
         }
-        *seen.entry(first.unwrap()).or_insert(0) += 1;
+        let first = first.unwrap();
+        if first == "u31" {
+            on_u31.push(s);
+        }
+        *seen.entry(first).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "flows spread over both backends: {seen:?}");
     assert!(
@@ -145,6 +150,25 @@ fn udp_flows_round_trip_from_the_service_address() {
             "switchyard_proxy_connections_active{namespace=\"default\",service=\"dns\""
         ) >= 6.0
     );
+    // u31 leaves the Service: its flows' next datagrams pick again, and reach u32.
+    service(
+        &g,
+        "dns",
+        "ports: [{name: dns, port: 53, protocol: UDP, targetPort: 5300}]",
+        &local_endpoints(&g, &[32]),
+        "{name: dns, port: 5300, protocol: UDP}",
+    );
+    wait_listener(&g, &svc_addr, 1);
+    for s in &on_u31 {
+        s.send_to(b"after", &svc_addr).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, _) = s.recv_from(&mut buf).expect("a reply within 2 s");
+        assert_eq!(
+            &buf[..n],
+            b"u32 after",
+            "the flow moved off the endpoint that left"
+        );
+    }
 }
 
 #[test]

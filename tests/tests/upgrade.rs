@@ -138,3 +138,65 @@ fn websocket_upgrades_become_tunnels_to_one_backend_each() {
         assert!(bytes >= 6.0 * 20.0 * 20.0, "{family}: {bytes}");
     }
 }
+
+#[test]
+fn a_tunnel_to_an_endpoint_that_left_closes_after_the_drain_timeout() {
+    let g = Gateway::start_with(&["--drain-timeout-s", "1"]).unwrap();
+    let _b: Vec<Backend> = [4, 5]
+        .iter()
+        .map(|i| Backend::websocket(&g.backend_ip(*i), 9400, &format!("b{i}")).unwrap())
+        .collect();
+    let spec = "ports: [{name: ws, port: 80, targetPort: 9400, appProtocol: http}]";
+    service(
+        &g,
+        "chat",
+        spec,
+        &local_endpoints(&g, &[4, 5]),
+        "{name: ws, port: 9400}",
+    );
+    let cip = jsonpath(&g, &["svc", "chat"], "{.spec.clusterIP}");
+    let addr = format!("{cip}:80");
+    wait_listener(&g, &addr, 2);
+    // Tunnels until one reaches each backend.
+    let mut on = std::collections::BTreeMap::new();
+    for n in 0..20 {
+        if on.len() == 2 {
+            break;
+        }
+        let (mut r, head) = handshake(&addr);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        send_text(r.get_mut(), &format!("hello {n}"));
+        let (_, text) = read_frame(&mut r);
+        let backend = text.split_once(": ").unwrap().0.to_string();
+        on.entry(backend).or_insert(r);
+    }
+    assert_eq!(on.len(), 2, "upgrade requests reach both backends");
+    service(
+        &g,
+        "chat",
+        spec,
+        &local_endpoints(&g, &[5]),
+        "{name: ws, port: 9400}",
+    );
+    let removed = std::time::Instant::now();
+    // b4's tunnel is closed 1-4 s later; b5's stays and still echoes.
+    let gone = on.get_mut("b4").unwrap();
+    gone.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(6)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = gone.read(&mut buf);
+    let waited = removed.elapsed();
+    assert!(
+        matches!(&read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the tunnel to the endpoint that left is closed, not idle: {read:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    let kept = on.get_mut("b5").unwrap();
+    send_text(kept.get_mut(), "still here");
+    assert_eq!(read_frame(kept).1, "b5: still here");
+}

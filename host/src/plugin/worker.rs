@@ -40,7 +40,7 @@ pub struct Request<'a> {
 /// Finds a request header's value by name.
 pub type HeaderLookup<'a> = dyn Fn(&str) -> Option<String> + Sync + 'a;
 
-impl Request<'_> {
+impl<'a> Request<'a> {
     pub fn tcp(client: SocketAddr) -> Self {
         Request {
             client,
@@ -49,6 +49,24 @@ impl Request<'_> {
             path: None,
             header: None,
             node_local: false,
+        }
+    }
+
+    /// An HTTP request: its method, path (without the query) and a lookup of its headers.
+    pub fn http(
+        client: SocketAddr,
+        method: &'a str,
+        path: &'a str,
+        header: &'a HeaderLookup<'a>,
+        node_local: bool,
+    ) -> Self {
+        Request {
+            client,
+            protocol: types::Protocol::Http,
+            method: Some(method),
+            path: Some(path),
+            header: Some(header),
+            node_local,
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::metrics::Reason;
 use super::select::Target;
-use super::{DataPlane, pool, upgrade};
+use super::{DataPlane, h1, pool, upgrade};
 use crate::plugin::bindings::types::{Header, Protocol};
 use crate::plugin::{Action, Request, RequestHead};
 
@@ -68,33 +68,54 @@ async fn connection(
         return;
     };
     let https = client.is_ok();
+    // HTTP/1.x to an HTTP/1.1 upstream takes the fast path (`h1`); HTTP/2 on either side
+    // takes hyper.
+    let h2_upstream = t.port().app_protocol.as_deref() == Some("kubernetes.io/h2c");
     m.active.inc();
-    let service = {
-        let dp = dp.clone();
-        hyper::service::service_fn(move |r| {
-            let (target, dp) = (target.clone(), dp.clone());
-            async move { Ok::<_, Infallible>(handle(r, peer, https, &target, &dp).await) }
-        })
-    };
+    match client {
+        Ok(tls) if h2_upstream || tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_hyper(tls, peer, https, target, dp).await
+        }
+        Ok(tls) => {
+            if let Some(h1::Http2(io, pre)) = h1::serve(tls, peer, https, &target, &dp, true).await
+            {
+                serve_hyper(h1::Prefixed::new(pre, io), peer, https, target, dp).await
+            }
+        }
+        Err(sock) if h2_upstream => serve_hyper(sock, peer, https, target, dp).await,
+        Err(sock) => {
+            if let Some(h1::Http2(io, pre)) = h1::serve(sock, peer, https, &target, &dp, true).await
+            {
+                serve_hyper(h1::Prefixed::new(pre, io), peer, https, target, dp).await
+            }
+        }
+    }
+    m.active.dec();
+}
+
+/// Serves a connection with hyper (HTTP/1.1 and HTTP/2).
+async fn serve_hyper<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    target: Arc<ArcSwap<Target>>,
+    dp: Arc<DataPlane>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |r| {
+        let (target, dp) = (target.clone(), dp.clone());
+        async move { Ok::<_, Infallible>(handle(r, peer, https, &target, &dp).await) }
+    });
     let mut server = auto::Builder::new(TokioExecutor::new());
     server.http1().timer(TokioTimer::new());
     server.http2().timer(TokioTimer::new());
-    let served = match client {
-        Ok(tls) => {
-            server
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-        }
-        Err(sock) => {
-            server
-                .serve_connection_with_upgrades(TokioIo::new(sock), service)
-                .await
-        }
-    };
-    if let Err(e) = served {
+    if let Err(e) = server
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
         tracing::trace!(client = %peer, error = %e, "HTTP connection ended with an error");
     }
-    m.active.dec();
 }
 
 fn plain(status: StatusCode, text: String) -> Response<DownBody> {
@@ -208,13 +229,13 @@ fn context<'a>(
     t: &Target,
     lookup: &'a (dyn Fn(&str) -> Option<String> + Sync),
 ) -> Request<'a> {
-    let mut req = Request::tcp(peer);
-    req.protocol = Protocol::Http;
-    req.method = Some(r.method().as_str());
-    req.path = Some(r.uri().path());
-    req.header = Some(lookup);
-    req.node_local = t.node_local;
-    req
+    Request::http(
+        peer,
+        r.method().as_str(),
+        r.uri().path(),
+        lookup,
+        t.node_local,
+    )
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): not forwarded.
@@ -325,7 +346,8 @@ async fn forward(
                     && let Some(client) = client_upgrade.take()
                 {
                     let endpoint = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(upgrade::tunnel(client, endpoint, t.clone()));
+                    let drain = !dp.settings.drain_timeout.is_zero();
+                    tokio::spawn(upgrade::tunnel(client, endpoint, addr, t.clone(), drain));
                     let (mut rp, _) = resp.into_parts();
                     let proto = rp.headers.get(hyper::header::UPGRADE).cloned();
                     for h in HOP_BY_HOP {

@@ -263,7 +263,7 @@ impl Listeners {
                             let gone = super::drain::gone(&a.target.load(), &t);
                             a.target.store(Arc::new(t));
                             a.route = route;
-                            if !gone.is_empty() && a.route.mode == Mode::Tcp {
+                            if !gone.is_empty() && a.route.mode != Mode::Udp {
                                 dp.drain(&a.target, gone);
                             }
                         }

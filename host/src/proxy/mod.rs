@@ -7,6 +7,7 @@
 //! are sans-IO; this module only wires them to sockets.
 
 mod drain;
+mod h1;
 mod http;
 pub mod listeners;
 pub mod metrics;

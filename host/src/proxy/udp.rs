@@ -2,12 +2,13 @@
 //! until it is idle for `--udp-timeout`. Each flow has its own connected upstream socket;
 //! replies go back to the client from the listening socket, so they come from the Service
 //! address the client sent to. The flows' tasks live in the listener task's `JoinSet`, so
-//! closing the listener ends them at once.
+//! closing the listener ends them at once. A flow whose endpoint leaves the Service ends at
+//! its next datagram, which picks again (kube-proxy clears such UDP conntrack entries).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -24,6 +25,11 @@ use crate::plugin::bindings::types::Protocol;
 
 struct Flow {
     upstream: Arc<UdpSocket>,
+    endpoint: SocketAddr,
+    /// The listener target (as a pointer) the endpoint was last seen usable in.
+    seen: AtomicUsize,
+    /// Wakes the reply task when the flow ends for its endpoint leaving.
+    ended: tokio::sync::Notify,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: AtomicU64,
     refused: AtomicBool,
@@ -57,6 +63,7 @@ pub(super) async fn serve(
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, client)) = r else { continue };
                 let known = flows.lock().get(&client).cloned();
+                let known = known.filter(|f| still_usable(f, &target.load(), client, &flows));
                 let flow = match known {
                     Some(f) => f,
                     None => {
@@ -73,6 +80,30 @@ pub(super) async fn serve(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
+    }
+}
+
+/// Whether `f`'s endpoint is still usable in the listener's target `t`; if not, the flow
+/// ends (its reply task stops) and is forgotten.
+fn still_usable(f: &Arc<Flow>, t: &Arc<Target>, client: SocketAddr, flows: &Flows) -> bool {
+    let now = Arc::as_ptr(t) as usize;
+    if f.seen.load(Ordering::Relaxed) == now {
+        return true;
+    }
+    if t.find(f.endpoint).is_some() {
+        f.seen.store(now, Ordering::Relaxed);
+        return true;
+    }
+    forget(flows, client, f);
+    f.ended.notify_one();
+    false
+}
+
+/// Removes `f` from the table if it still is `client`'s flow.
+fn forget(flows: &Flows, client: SocketAddr, f: &Arc<Flow>) {
+    let mut flows = flows.lock();
+    if flows.get(&client).is_some_and(|g| Arc::ptr_eq(g, f)) {
+        flows.remove(&client);
     }
 }
 
@@ -112,6 +143,9 @@ async fn open(t: &Arc<Target>, client: SocketAddr, dp: &DataPlane) -> Option<Arc
     m.active.inc();
     Some(Arc::new(Flow {
         upstream: Arc::new(upstream),
+        endpoint: addr,
+        seen: AtomicUsize::new(Arc::as_ptr(t) as usize),
+        ended: tokio::sync::Notify::new(),
         last: AtomicU64::new(0),
         refused: AtomicBool::new(false),
     }))
@@ -127,16 +161,18 @@ async fn replies(
     epoch: Instant,
 ) {
     let idle = dp.settings.udp_timeout;
-    let index = t
-        .find(flow.upstream.peer_addr().unwrap_or(client))
-        .unwrap_or(usize::MAX);
+    let index = t.find(flow.endpoint).unwrap_or(usize::MAX);
     loop {
         let since = epoch.elapsed().as_millis() as u64 - flow.last.load(Ordering::Relaxed);
         let left = idle.saturating_sub(Duration::from_millis(since));
         if left.is_zero() {
             break;
         }
-        match tokio::time::timeout(left, flow.upstream.readable()).await {
+        let ready = tokio::select! {
+            r = tokio::time::timeout(left, flow.upstream.readable()) => r,
+            _ = flow.ended.notified() => break,
+        };
+        match ready {
             Err(_) => continue, // re-check: the client may have sent meanwhile
             Ok(Err(_)) => break,
             Ok(Ok(())) => {
@@ -166,7 +202,7 @@ async fn replies(
             }
         }
     }
-    flows.lock().remove(&client);
+    forget(&flows, client, &flow);
     t.metrics.active.dec();
     if index != usize::MAX {
         dp.feedback(&t, index, 0, 0, !flow.refused.load(Ordering::Relaxed));

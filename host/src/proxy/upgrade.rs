@@ -1,8 +1,10 @@
 //! HTTP/1.1 upgrades (WebSocket and any other `Upgrade:` protocol) in HTTP mode: the request
 //! keeps its `Connection: upgrade` and `Upgrade` headers, goes upstream on a connection of its
 //! own (never pooled), and when the endpoint answers `101 Switching Protocols` both sides
-//! become one byte tunnel until either closes. Touches only the two upgraded streams.
+//! become one byte tunnel until either closes (or the endpoint leaves the Service and the
+//! drain timeout passes). Touches only the two upgraded streams.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,25 +44,52 @@ pub(super) fn restore(h: &mut HeaderMap, proto: HeaderValue) {
     h.insert(hyper::header::UPGRADE, proto);
 }
 
-/// Joins the client's and the endpoint's upgraded connections and copies both ways until
-/// either side closes, counting bytes into the Service port's metrics as they pass.
-pub(super) async fn tunnel(client: OnUpgrade, endpoint: OnUpgrade, target: Arc<Target>) {
+/// Joins the client's and the endpoint's upgraded connections (hyper's path) and copies both
+/// ways until either side closes.
+pub(super) async fn tunnel(
+    client: OnUpgrade,
+    endpoint: OnUpgrade,
+    to: SocketAddr,
+    target: Arc<Target>,
+    drain: bool,
+) {
     let (c, e) = tokio::join!(client, endpoint);
     let (Ok(c), Ok(e)) = (c, e) else {
         tracing::debug!("an upgraded connection ended before it was handed over");
         return;
     };
+    pipe(TokioIo::new(c), TokioIo::new(e), to, &target, drain).await;
+}
+
+/// Copies between an upgraded client and the endpoint at `to` both ways until either side
+/// closes, counting bytes into the Service port's metrics as they pass. `drain`: the tunnel
+/// is closed once `to` has left the Service for the drain timeout, as TCP connections are.
+pub(super) async fn pipe<C, E>(client: C, endpoint: E, to: SocketAddr, target: &Target, drain: bool)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    E: AsyncRead + AsyncWrite + Unpin,
+{
     let m: &PortMetrics = &target.metrics;
     m.active.inc();
     let mut c = Counted {
-        io: TokioIo::new(c),
+        io: client,
         read: m.received.clone(),
     };
     let mut e = Counted {
-        io: TokioIo::new(e),
+        io: endpoint,
         read: m.sent.clone(),
     };
-    if let Err(err) = tokio::io::copy_bidirectional(&mut c, &mut e).await {
+    let copy = tokio::io::copy_bidirectional(&mut c, &mut e);
+    let result = if drain {
+        let reg = super::drain::register(target, to);
+        tokio::select! {
+            r = copy => r,
+            _ = reg.cut.notified() => Err(std::io::Error::other("drained")),
+        }
+    } else {
+        copy.await
+    };
+    if let Err(err) = result {
         tracing::trace!(service = %target.route.service, error = %err, "upgraded connection ended with an error");
     }
     m.active.dec();

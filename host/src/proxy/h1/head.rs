@@ -1,0 +1,484 @@
+//! HTTP/1.x heads, sans-IO: parses a request or response head (httparse), decides its body
+//! framing and whether the connection stays open, and writes the head that goes on:
+//! hop-by-hop headers dropped, policy edits applied, `X-Forwarded-For`, `X-Forwarded-Proto`
+//! and `Forwarded` added. Bytes in, bytes and decisions out; tested without sockets.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use super::framing::Framing;
+
+/// Most header fields in one head, and the longest head accepted.
+pub const MAX_FIELDS: usize = 100;
+pub const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    #[error("head larger than {MAX_HEAD} bytes or more than {MAX_FIELDS} fields")]
+    TooLarge,
+    #[error("malformed head: {0}")]
+    Malformed(&'static str),
+}
+
+/// One header field, as byte ranges of the head it was parsed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// A parsed head: its bytes and fields (kept by the caller, reused across messages).
+#[derive(Clone, Copy)]
+pub struct Head<'a> {
+    pub bytes: &'a [u8],
+    pub fields: &'a [Field],
+}
+
+impl<'a> Head<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let bytes = self.bytes;
+        self.fields
+            .iter()
+            .map(move |f| (&bytes[f.name.clone()], &bytes[f.value.clone()]))
+    }
+
+    /// Values of the fields named `name`.
+    pub fn all(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    pub fn get(&self, name: &'a str) -> Option<&'a [u8]> {
+        self.all(name).next()
+    }
+
+    /// The comma-separated tokens of every `name` field, trimmed.
+    pub fn tokens(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.all(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+    }
+
+    fn has_token(&self, name: &'a str, token: &str) -> bool {
+        self.tokens(name)
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    pub fn span(&self, r: &Range<usize>) -> &'a [u8] {
+        &self.bytes[r.clone()]
+    }
+}
+
+/// What the proxy needs to know of a request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub len: usize,
+    pub method: Range<usize>,
+    /// Origin-form path and query (an absolute-form target's authority moves to `authority`).
+    pub path: Range<usize>,
+    pub authority: Option<Range<usize>>,
+    /// HTTP/1.`minor`.
+    pub minor: u8,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// The `Upgrade` value when `Connection` asks for one (never `h2c`).
+    pub upgrade: Option<Range<usize>>,
+}
+
+impl Request {
+    pub fn is_head(&self, h: &Head<'_>) -> bool {
+        h.span(&self.method) == b"HEAD"
+    }
+
+    /// May be sent again after a pooled connection failed with no response: a safe method
+    /// (RFC 9110 §9.2.1) with no body.
+    pub fn replayable(&self, h: &Head<'_>) -> bool {
+        self.framing == Framing::Empty
+            && matches!(
+                h.span(&self.method),
+                b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE"
+            )
+    }
+}
+
+/// What the proxy needs to know of a response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub len: usize,
+    pub code: u16,
+    pub reason: Range<usize>,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after this response.
+    pub reusable: bool,
+}
+
+fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn fields_of(buf: &[u8], parsed: &[httparse::Header<'_>], out: &mut Vec<Field>) {
+    out.clear();
+    out.extend(parsed.iter().map(|h| Field {
+        name: offset(buf, h.name.as_bytes()),
+        value: offset(buf, h.value),
+    }));
+}
+
+fn map_err(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
+        _ => HeadError::Malformed("not an HTTP/1.x head"),
+    }
+}
+
+/// `Some(length)` from the `Content-Length` fields (all must agree), `None` without any.
+fn content_length(h: &Head<'_>) -> Result<Option<u64>, HeadError> {
+    let mut n = None;
+    for t in h.tokens("content-length") {
+        let v = std::str::from_utf8(t)
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+        if n.is_some_and(|m| m != v) {
+            return Err(HeadError::Malformed("conflicting Content-Length values"));
+        }
+        n = Some(v);
+    }
+    Ok(n)
+}
+
+/// Whether the last transfer coding is `chunked`; `None` without Transfer-Encoding.
+fn chunked(h: &Head<'_>) -> Option<bool> {
+    let last = h.tokens("transfer-encoding").last()?;
+    Some(last.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Parses the request head at the front of `buf`; `Ok(None)`: not complete yet.
+pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Request>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut storage);
+    let len = match req.parse(buf).map_err(map_err)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    fields_of(buf, req.headers, fields);
+    let h = Head { bytes: buf, fields };
+    let target = offset(buf, target.as_bytes());
+    let (authority, path) = split_target(buf, target)?;
+    let framing = match (chunked(&h), content_length(&h)?) {
+        (Some(_), Some(_)) => {
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        (Some(true), None) => Framing::Chunked,
+        (Some(false), None) => {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding without chunked last",
+            ));
+        }
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::Empty,
+    };
+    let keep_alive = if minor == 1 {
+        !h.has_token("connection", "close")
+    } else {
+        h.has_token("connection", "keep-alive")
+    };
+    let expect_continue = h
+        .get("expect")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    let upgrade = match h
+        .fields
+        .iter()
+        .find(|f| h.span(&f.name).eq_ignore_ascii_case(b"upgrade"))
+    {
+        Some(f)
+            if minor == 1
+                && h.has_token("connection", "upgrade")
+                && !h.span(&f.value).trim_ascii().eq_ignore_ascii_case(b"h2c") =>
+        {
+            Some(f.value.clone())
+        }
+        _ => None,
+    };
+    Ok(Some(Request {
+        len,
+        method: offset(buf, method.as_bytes()),
+        path,
+        authority,
+        minor,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    }))
+}
+
+/// Splits an absolute-form target (`http://host/path`) into authority and path.
+fn split_target(
+    buf: &[u8],
+    target: Range<usize>,
+) -> Result<(Option<Range<usize>>, Range<usize>), HeadError> {
+    let t = &buf[target.clone()];
+    if t.first() == Some(&b'/') || t == b"*" {
+        return Ok((None, target));
+    }
+    let rest = [&b"http://"[..], b"https://"]
+        .iter()
+        .find(|p| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p))
+        .map(|p| target.start + p.len())
+        .ok_or(HeadError::Malformed(
+            "request target is not origin or absolute form",
+        ))?;
+    let slash = buf[rest..target.end]
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .map_or(target.end, |p| rest + p);
+    Ok((Some(rest..slash), slash..target.end))
+}
+
+/// Parses the response head at the front of `buf` (answering a `HEAD` request when
+/// `head_request`); `Ok(None)`: not complete yet.
+pub fn parse_response(
+    buf: &[u8],
+    head_request: bool,
+    fields: &mut Vec<Field>,
+) -> Result<Option<Response>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf).map_err(map_err)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
+        return Err(HeadError::Malformed("incomplete status line"));
+    };
+    let reason = offset(buf, resp.reason.unwrap_or("").as_bytes());
+    fields_of(buf, resp.headers, fields);
+    let h = Head { bytes: buf, fields };
+    let framing = if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
+        Framing::Empty
+    } else {
+        match chunked(&h) {
+            Some(true) => Framing::Chunked,
+            Some(false) => Framing::UntilClose,
+            None => match content_length(&h)? {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            },
+        }
+    };
+    let open = if minor == 1 {
+        !h.has_token("connection", "close")
+    } else {
+        h.has_token("connection", "keep-alive")
+    };
+    Ok(Some(Response {
+        len,
+        code,
+        reason,
+        framing,
+        reusable: open && framing != Framing::UntilClose,
+    }))
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), never passed on. `Transfer-Encoding` is kept: a
+/// chunked body passes through still chunked.
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-authorization",
+];
+
+fn is_hop_by_hop(h: &Head<'_>, name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+        || h.tokens("connection").any(|t| t.eq_ignore_ascii_case(name))
+}
+
+fn number(out: &mut Vec<u8>, n: usize) {
+    use std::io::Write;
+    let _ = write!(out, "{n}");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Who the request came from, for the forwarding fields.
+pub struct Client {
+    pub ip: IpAddr,
+    pub https: bool,
+}
+
+/// A policy's header edit: set `name` to `value`, or remove it (`None`).
+pub struct Edit<'a> {
+    pub name: &'a str,
+    pub value: Option<&'a str>,
+}
+
+/// Writes the head of `r` as it goes upstream, into `out`.
+pub fn write_request(out: &mut Vec<u8>, h: &Head<'_>, r: &Request, edits: &[Edit<'_>], c: &Client) {
+    out.clear();
+    out.extend_from_slice(h.span(&r.method));
+    out.push(b' ');
+    match &r.path {
+        p if p.is_empty() => out.push(b'/'),
+        p => out.extend_from_slice(h.span(p)),
+    }
+    out.extend_from_slice(if r.minor == 1 {
+        b" HTTP/1.1\r\n"
+    } else {
+        b" HTTP/1.0\r\n"
+    });
+    let edited = |name: &[u8]| {
+        edits
+            .iter()
+            .any(|e| name.eq_ignore_ascii_case(e.name.as_bytes()))
+    };
+    let mut host = None;
+    let mut xff: Vec<&[u8]> = Vec::new();
+    for (name, value) in h.iter() {
+        if name.eq_ignore_ascii_case(b"host") {
+            host = Some(value);
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            xff.push(value);
+            continue;
+        }
+        if is_hop_by_hop(h, name)
+            || edited(name)
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+        {
+            continue;
+        }
+        field(out, name, value);
+    }
+    let authority = r.authority.as_ref().map(|a| h.span(a));
+    if host.is_none()
+        && let Some(a) = authority
+    {
+        field(out, b"host", a);
+        host = Some(a);
+    }
+    for e in edits {
+        if let Some(v) = e.value {
+            field(out, e.name.as_bytes(), v.as_bytes());
+        }
+    }
+    let ip = c.ip.to_string();
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for v in xff {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let proto: &[u8] = if c.https { b"https" } else { b"http" };
+    field(out, b"x-forwarded-proto", proto);
+    out.extend_from_slice(b"forwarded: for=");
+    if c.ip.is_ipv6() {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(ip.as_bytes());
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    if let Some(host) = host.or(authority) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(u) = &r.upgrade {
+        field(out, b"connection", b"upgrade");
+        field(out, b"upgrade", h.span(u));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head of `r` as it goes back to the client, into `out`; `keep`: the client
+/// connection stays open after it (else it says `Connection: close`).
+pub fn write_response(out: &mut Vec<u8>, h: &Head<'_>, r: &Response, client_minor: u8, keep: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    number(out, r.code as usize);
+    out.push(b' ');
+    out.extend_from_slice(h.span(&r.reason));
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in h.iter() {
+        if !is_hop_by_hop(h, name) {
+            field(out, name, value);
+        }
+    }
+    if r.code == 101 {
+        field(out, b"connection", b"upgrade");
+        if let Some(u) = h.get("upgrade") {
+            field(out, b"upgrade", u);
+        }
+    } else if r.code >= 200 {
+        if !keep {
+            field(out, b"connection", b"close");
+        } else if client_minor == 0 {
+            field(out, b"connection", b"keep-alive");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a response of our own (errors, a policy's answer) with `body`.
+pub fn write_local(out: &mut Vec<u8>, code: u16, fields: &[(&str, &str)], body: &[u8], keep: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    number(out, code as usize);
+    out.push(b' ');
+    let reason = hyper::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in fields {
+        let hop = HOP_BY_HOP
+            .iter()
+            .any(|h| n.as_bytes().eq_ignore_ascii_case(h))
+            || n.eq_ignore_ascii_case("content-length")
+            || n.eq_ignore_ascii_case("transfer-encoding");
+        if !hop && !n.contains(['\r', '\n', ':']) && !v.contains(['\r', '\n']) {
+            field(out, n.as_bytes(), v.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"content-length: ");
+    number(out, body.len());
+    out.extend_from_slice(b"\r\n");
+    if !keep {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+#[path = "head_tests.rs"]
+mod tests;
