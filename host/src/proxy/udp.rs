@@ -7,8 +7,8 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,8 +26,9 @@ use crate::plugin::bindings::types::Protocol;
 struct Flow {
     upstream: Arc<UdpSocket>,
     endpoint: SocketAddr,
-    /// The listener target (as a pointer) the endpoint was last seen usable in.
-    seen: AtomicUsize,
+    /// The listener target the endpoint was last seen usable in (weak: it keeps the
+    /// allocation, so the pointer cannot be reused by a later target).
+    seen: Mutex<Weak<Target>>,
     /// Wakes the reply task when the flow ends for its endpoint leaving.
     ended: tokio::sync::Notify,
     /// Milliseconds since `epoch` of the last datagram either way.
@@ -86,14 +87,15 @@ pub(super) async fn serve(
 /// Whether `f`'s endpoint is still usable in the listener's target `t`; if not, the flow
 /// ends (its reply task stops) and is forgotten.
 fn still_usable(f: &Arc<Flow>, t: &Arc<Target>, client: SocketAddr, flows: &Flows) -> bool {
-    let now = Arc::as_ptr(t) as usize;
-    if f.seen.load(Ordering::Relaxed) == now {
+    let mut seen = f.seen.lock();
+    if std::ptr::eq(seen.as_ptr(), Arc::as_ptr(t)) {
         return true;
     }
     if t.find(f.endpoint).is_some() {
-        f.seen.store(now, Ordering::Relaxed);
+        *seen = Arc::downgrade(t);
         return true;
     }
+    drop(seen);
     forget(flows, client, f);
     f.ended.notify_one();
     false
@@ -144,7 +146,7 @@ async fn open(t: &Arc<Target>, client: SocketAddr, dp: &DataPlane) -> Option<Arc
     Some(Arc::new(Flow {
         upstream: Arc::new(upstream),
         endpoint: addr,
-        seen: AtomicUsize::new(Arc::as_ptr(t) as usize),
+        seen: Mutex::new(Arc::downgrade(t)),
         ended: tokio::sync::Notify::new(),
         last: AtomicU64::new(0),
         refused: AtomicBool::new(false),

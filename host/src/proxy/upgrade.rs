@@ -58,19 +58,23 @@ pub(super) async fn tunnel(
         tracing::debug!("an upgraded connection ended before it was handed over");
         return;
     };
+    let m: &PortMetrics = &target.metrics;
+    // hyper's connection task has ended: the tunnel is a connection of its own.
+    m.active.inc();
     pipe(TokioIo::new(c), TokioIo::new(e), to, &target, drain).await;
+    m.active.dec();
 }
 
 /// Copies between an upgraded client and the endpoint at `to` both ways until either side
-/// closes, counting bytes into the Service port's metrics as they pass. `drain`: the tunnel
-/// is closed once `to` has left the Service for the drain timeout, as TCP connections are.
+/// closes, counting bytes into the Service port's metrics as they pass (the caller counts the
+/// connection as active). `drain`: the tunnel is closed once `to` has left the Service for
+/// the drain timeout, as TCP connections are.
 pub(super) async fn pipe<C, E>(client: C, endpoint: E, to: SocketAddr, target: &Target, drain: bool)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     E: AsyncRead + AsyncWrite + Unpin,
 {
     let m: &PortMetrics = &target.metrics;
-    m.active.inc();
     let mut c = Counted {
         io: client,
         read: m.received.clone(),
@@ -92,7 +96,6 @@ where
     if let Err(err) = result {
         tracing::trace!(service = %target.route.service, error = %err, "upgraded connection ended with an error");
     }
-    m.active.dec();
 }
 
 /// A stream that adds what is read from it to a counter.

@@ -428,7 +428,10 @@ pub fn write_response(out: &mut Vec<u8>, h: &Head<'_>, r: &Response, client_mino
     out.extend_from_slice(h.span(&r.reason));
     out.extend_from_slice(b"\r\n");
     for (name, value) in h.iter() {
-        if !is_hop_by_hop(h, name) {
+        // With chunked framing a Content-Length is wrong (RFC 9112 §6.3): not passed on.
+        let stale_length =
+            r.framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length");
+        if !is_hop_by_hop(h, name) && !stale_length {
             field(out, name, value);
         }
     }

@@ -170,11 +170,24 @@ fn response_framing_and_reuse() {
         let wire = format!("HTTP/1.1 {code}\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(resp(wire.as_bytes(), false).0.framing, Framing::Empty);
     }
-    let (r, _) = resp(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        false,
-    );
+    let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (r, f) = resp(wire, false);
     assert_eq!((r.framing, r.reusable), (Framing::Chunked, true));
+    let mut out = Vec::new();
+    write_response(
+        &mut out,
+        &Head {
+            bytes: wire,
+            fields: &f,
+        },
+        &r,
+        1,
+        true,
+    );
+    assert_eq!(
+        out, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "chunked wins"
+    );
     let (r, _) = resp(b"HTTP/1.1 200 OK\r\n\r\n", false);
     assert_eq!((r.framing, r.reusable), (Framing::UntilClose, false));
     let (r, _) = resp(
