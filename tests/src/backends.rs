@@ -33,16 +33,33 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
 S((ip, port), H).serve_forever()
 "#;
 
-/// Echoes every datagram back prefixed with `NAME `.
-const UDP_ECHO: &str = r#"
-import sys, signal, socket
+/// What the UDP servers share: arguments, the bound socket `s`, the receive loop's head.
+const UDP_HEAD: &str = r#"
+import sys, signal, socket, struct
 signal.alarm(900)
 ip, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((ip, port))
 while True:
     d, a = s.recvfrom(65535)
+"#;
+
+/// Echoes every datagram back prefixed with `NAME `.
+const UDP_ECHO: &str = r#"
     s.sendto(name.encode() + b" " + d, a)
+"#;
+
+/// Expects every datagram to start with a PROXY protocol v2 header (datagram, IPv4); answers
+/// `NAME src=IP:PORT dst=IP:PORT PAYLOAD` from it, or `NAME no header`.
+const UDP_PROXY_V2: &str = r#"
+    if d[:12] != b"\r\n\r\n\x00\r\nQUIT\n" or d[12] != 0x21 or d[13] != 0x12:
+        s.sendto(name.encode() + b" no header", a)
+        continue
+    n = struct.unpack("!H", d[14:16])[0]
+    src, dst = socket.inet_ntoa(d[16:20]), socket.inet_ntoa(d[20:24])
+    sp, dp = struct.unpack("!HH", d[24:28])
+    out = "%s src=%s:%d dst=%s:%d " % (name, src, sp, dst, dp)
+    s.sendto(out.encode() + d[16 + n:], a)
 "#;
 
 /// What the thread-per-connection servers share: arguments, `exact(c, n)` reads n bytes.
@@ -293,7 +310,18 @@ impl Backend {
 
     /// A UDP echo backend on `ip:port`, ready when this returns.
     pub fn udp_echo(ip: &str, port: u16, name: &str) -> Result<Self> {
-        let b = Self::spawn(UDP_ECHO, ip, port, name)?;
+        Self::udp(UDP_ECHO, ip, port, name)
+    }
+
+    /// A UDP backend that reads a PROXY v2 header in front of every datagram (see
+    /// `UDP_PROXY_V2`), ready when this returns.
+    pub fn udp_proxy_v2(ip: &str, port: u16, name: &str) -> Result<Self> {
+        Self::udp(UDP_PROXY_V2, ip, port, name)
+    }
+
+    /// Starts `script` and waits until it answers a datagram.
+    fn udp(body: &str, ip: &str, port: u16, name: &str) -> Result<Self> {
+        let b = Self::spawn(&format!("{UDP_HEAD}{body}"), ip, port, name)?;
         let probe = UdpSocket::bind("127.0.0.1:0")?;
         probe.set_read_timeout(Some(Duration::from_millis(100)))?;
         let addr = b.addr.clone();

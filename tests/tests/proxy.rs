@@ -172,6 +172,42 @@ fn udp_flows_round_trip_from_the_service_address() {
 }
 
 #[test]
+fn udp_datagrams_carry_a_proxy_v2_header_when_asked() {
+    let g = Gateway::start().unwrap();
+    let _b = Backend::udp_proxy_v2(&g.backend_ip(35), 5301, "pp").unwrap();
+    service(
+        &g,
+        "syslog",
+        "ports: [{name: syslog, port: 514, protocol: UDP, targetPort: 5301}]",
+        &local_endpoints(&g, &[35]),
+        "{name: syslog, port: 5301, protocol: UDP}",
+    );
+    g.ok(&[
+        "annotate",
+        "svc",
+        "syslog",
+        "switchyard.io/proxy-protocol=v2",
+    ]);
+    let cip = jsonpath(&g, &["svc", "syslog"], "{.spec.clusterIP}");
+    let svc_addr = format!("{cip}:514");
+    wait_listener(&g, &svc_addr, 1);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = s.local_addr().unwrap();
+    // The annotation reaches the listener's target shortly after the Service was created.
+    let reply = wait_for(Duration::from_secs(10), "a PROXY v2 header", || {
+        s.send_to(b"<13>hello", &svc_addr).ok()?;
+        let mut buf = [0u8; 256];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        (!text.contains("no header")).then_some(text)
+    })
+    .unwrap();
+    assert_eq!(reply, format!("pp src={me} dst={svc_addr} <13>hello"));
+}
+
+#[test]
 fn session_affinity_client_ip_sticks_per_client() {
     let g = Gateway::start().unwrap();
     let _b = backends(&g, &[51, 52, 53], 9376);

@@ -157,14 +157,25 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
 }
 
 /// Writes a PROXY protocol v2 header (`client` → `service`) to a fresh upstream connection,
-/// so the backend sees the client's address. Mixed families are sent as IPv6 (v4-mapped).
+/// so the backend sees the client's address.
 async fn send_proxy_header(
     upstream: &mut TcpStream,
     client: SocketAddr,
     service: SocketAddr,
 ) -> std::io::Result<()> {
-    use ppp::v2::{Builder, Command, Protocol, Version};
     use tokio::io::AsyncWriteExt;
+    let header = proxy_header(client, service, ppp::v2::Protocol::Stream)?;
+    upstream.write_all(&header).await
+}
+
+/// A PROXY protocol v2 header saying `client` → `service` over `protocol` (stream for TCP,
+/// datagram for UDP). Mixed families are sent as IPv6 (v4-mapped).
+pub(super) fn proxy_header(
+    client: SocketAddr,
+    service: SocketAddr,
+    protocol: ppp::v2::Protocol,
+) -> std::io::Result<Vec<u8>> {
+    use ppp::v2::{Builder, Command, Version};
     let v6 = |a: SocketAddr| match a {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
         v6 => v6,
@@ -174,9 +185,7 @@ async fn send_proxy_header(
     } else {
         (v6(client), v6(service))
     };
-    let header =
-        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, pair).build()?;
-    upstream.write_all(&header).await
+    Builder::with_addresses(Version::Two | Command::Proxy, protocol, pair).build()
 }
 
 /// Copies `from` → `to` until `from` ends, then shuts `to`'s write side (half-close). Reads

@@ -4,6 +4,9 @@
 //! address the client sent to. The flows' tasks live in the listener task's `JoinSet`, so
 //! closing the listener ends them at once. A flow whose endpoint leaves the Service ends at
 //! its next datagram, which picks again (kube-proxy clears such UDP conntrack entries).
+//! With `switchyard.io/proxy-protocol: v2` every datagram to the endpoint starts with a
+//! PROXY v2 header (datagram, client → Service address), written in front of the payload
+//! in the receive buffer, so it costs no copy of the payload.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -31,6 +34,8 @@ struct Flow {
     seen: Mutex<Weak<Target>>,
     /// Wakes the reply task when the flow ends for its endpoint leaving.
     ended: tokio::sync::Notify,
+    /// The PROXY v2 header every datagram to the endpoint starts with, if the Service asks.
+    header: Option<Box<[u8]>>,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: AtomicU64,
     refused: AtomicBool,
@@ -58,10 +63,13 @@ pub(super) async fn serve(
     let epoch = Instant::now();
     let flows: Flows = Arc::default();
     let mut tasks = JoinSet::new();
-    let mut buf = vec![0u8; 65536];
+    // Room in front of each datagram for a PROXY v2 header (IPv6: 16 + 36 bytes).
+    const ROOM: usize = 52;
+    let service = sock.local_addr().ok();
+    let mut buf = vec![0u8; ROOM + 65536];
     loop {
         tokio::select! {
-            r = sock.recv_from(&mut buf) => {
+            r = sock.recv_from(&mut buf[ROOM..]) => {
                 let Ok((n, client)) = r else { continue };
                 let known = flows.lock().get(&client).cloned();
                 let known = known.filter(|f| still_usable(f, &target.load(), client, &flows));
@@ -69,7 +77,7 @@ pub(super) async fn serve(
                     Some(f) => f,
                     None => {
                         let t = target.load_full();
-                        let Some(f) = open(&t, client, &dp).await else { continue };
+                        let Some(f) = open(&t, client, service, &dp).await else { continue };
                         flows.lock().insert(client, f.clone());
                         tasks.spawn(replies(f.clone(), client, sock.clone(), flows.clone(), t, dp.clone(), epoch));
                         f
@@ -77,21 +85,28 @@ pub(super) async fn serve(
                 };
                 flow.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                 target.load().metrics.received.inc_by(n as u64);
-                let _ = flow.upstream.send(&buf[..n]).await;
+                let start = match &flow.header {
+                    Some(h) if h.len() <= ROOM => {
+                        buf[ROOM - h.len()..ROOM].copy_from_slice(h);
+                        ROOM - h.len()
+                    }
+                    _ => ROOM,
+                };
+                let _ = flow.upstream.send(&buf[start..ROOM + n]).await;
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
 }
 
-/// Whether `f`'s endpoint is still usable in the listener's target `t`; if not, the flow
-/// ends (its reply task stops) and is forgotten.
+/// Whether `f` still fits the listener's target `t`: its endpoint usable, its PROXY header
+/// as the Service asks. If not, the flow ends (its reply task stops) and is forgotten.
 fn still_usable(f: &Arc<Flow>, t: &Arc<Target>, client: SocketAddr, flows: &Flows) -> bool {
     let mut seen = f.seen.lock();
     if std::ptr::eq(seen.as_ptr(), Arc::as_ptr(t)) {
         return true;
     }
-    if t.find(f.endpoint).is_some() {
+    if t.find(f.endpoint).is_some() && t.proxy_protocol == f.header.is_some() {
         *seen = Arc::downgrade(t);
         return true;
     }
@@ -110,7 +125,12 @@ fn forget(flows: &Flows, client: SocketAddr, f: &Arc<Flow>) {
 }
 
 /// A new flow: admission and pick; `None` drops the datagram (counted).
-async fn open(t: &Arc<Target>, client: SocketAddr, dp: &DataPlane) -> Option<Arc<Flow>> {
+async fn open(
+    t: &Arc<Target>,
+    client: SocketAddr,
+    service: Option<SocketAddr>,
+    dp: &DataPlane,
+) -> Option<Arc<Flow>> {
     let m = &t.metrics;
     m.connections.inc();
     if !t.admits(client.ip()) {
@@ -142,8 +162,17 @@ async fn open(t: &Arc<Target>, client: SocketAddr, dp: &DataPlane) -> Option<Arc
             return None;
         }
     };
+    let header = match service {
+        Some(service) if t.proxy_protocol => {
+            super::tcp::proxy_header(client, service, ppp::v2::Protocol::Datagram)
+                .ok()
+                .map(Vec::into_boxed_slice)
+        }
+        _ => None,
+    };
     m.active.inc();
     Some(Arc::new(Flow {
+        header,
         upstream: Arc::new(upstream),
         endpoint: addr,
         seen: Mutex::new(Arc::downgrade(t)),
