@@ -22,7 +22,7 @@ static DEFAULT_CHAIN: std::sync::LazyLock<Arc<ServiceView>> = std::sync::LazyLoc
 });
 
 pub use dns::exports::switchyard::plugin::dns::{Answer, Question};
-pub use policy::exports::switchyard::plugin::policy::{Action, RequestHead, Verdict};
+pub use policy::exports::switchyard::plugin::policy::{Action, HeaderEdit, RequestHead, Verdict};
 
 /// The balancer slot key of a port: its number, plus bit 16 for the node-local view.
 fn port_key(port: &PortView, node_local: bool) -> u32 {

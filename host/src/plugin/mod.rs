@@ -39,7 +39,7 @@ use bindings::HostState;
 use loader::{LoadedPlugin, Source};
 use metrics::{Hook, PluginMetrics};
 
-pub use calls::{Action, Answer, Question, RequestHead, Verdict};
+pub use calls::{Action, Answer, HeaderEdit, Question, RequestHead, Verdict};
 pub use worker::Request;
 
 /// Why a plugin was refused. The previously loaded plugin of that name keeps serving.

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use super::framing::Framing;
+use crate::plugin::HeaderEdit;
 
 /// Most header fields in one head, and the longest head accepted.
 pub const MAX_FIELDS: usize = 100;
@@ -128,6 +129,25 @@ fn fields_of(buf: &[u8], parsed: &[httparse::Header<'_>], out: &mut Vec<Field>) 
     }));
 }
 
+/// The head's length once httparse has all of it; `None` while more may come.
+fn complete(parsed: httparse::Result<usize>, buffered: usize) -> Result<Option<usize>, HeadError> {
+    match parsed.map_err(map_err)? {
+        httparse::Status::Complete(n) => Ok(Some(n)),
+        httparse::Status::Partial if buffered >= MAX_HEAD => Err(HeadError::TooLarge),
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
+/// Whether the connection stays open after this message: HTTP/1.1 unless `close`,
+/// HTTP/1.0 only with `keep-alive`.
+fn persistent(h: &Head<'_>, minor: u8) -> bool {
+    if minor == 1 {
+        !h.has_token("connection", "close")
+    } else {
+        h.has_token("connection", "keep-alive")
+    }
+}
+
 fn map_err(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
@@ -163,10 +183,8 @@ fn chunked(h: &Head<'_>) -> Option<bool> {
 pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Request>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(buf).map_err(map_err)? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        httparse::Status::Partial => return Ok(None),
+    let Some(len) = complete(req.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
@@ -190,11 +208,7 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::Empty,
     };
-    let keep_alive = if minor == 1 {
-        !h.has_token("connection", "close")
-    } else {
-        h.has_token("connection", "keep-alive")
-    };
+    let keep_alive = persistent(&h, minor);
     let expect_continue = h
         .get("expect")
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
@@ -257,10 +271,8 @@ pub fn parse_response(
 ) -> Result<Option<Response>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf).map_err(map_err)? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        httparse::Status::Partial => return Ok(None),
+    let Some(len) = complete(resp.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
@@ -280,11 +292,7 @@ pub fn parse_response(
             },
         }
     };
-    let open = if minor == 1 {
-        !h.has_token("connection", "close")
-    } else {
-        h.has_token("connection", "keep-alive")
-    };
+    let open = persistent(&h, minor);
     Ok(Some(Response {
         len,
         code,
@@ -329,14 +337,14 @@ pub struct Client {
     pub https: bool,
 }
 
-/// A policy's header edit: set `name` to `value`, or remove it (`None`).
-pub struct Edit<'a> {
-    pub name: &'a str,
-    pub value: Option<&'a str>,
-}
-
 /// Writes the head of `r` as it goes upstream, into `out`.
-pub fn write_request(out: &mut Vec<u8>, h: &Head<'_>, r: &Request, edits: &[Edit<'_>], c: &Client) {
+pub fn write_request(
+    out: &mut Vec<u8>,
+    h: &Head<'_>,
+    r: &Request,
+    edits: &[HeaderEdit],
+    c: &Client,
+) {
     out.clear();
     out.extend_from_slice(h.span(&r.method));
     out.push(b' ');
@@ -381,7 +389,7 @@ pub fn write_request(out: &mut Vec<u8>, h: &Head<'_>, r: &Request, edits: &[Edit
         host = Some(a);
     }
     for e in edits {
-        if let Some(v) = e.value {
+        if let Some(v) = &e.value {
             field(out, e.name.as_bytes(), v.as_bytes());
         }
     }

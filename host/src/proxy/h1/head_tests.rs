@@ -6,7 +6,7 @@ fn req(wire: &[u8]) -> (Request, Vec<Field>) {
     (r, f)
 }
 
-fn upstream(wire: &[u8], edits: &[Edit<'_>], ip: &str) -> String {
+fn upstream(wire: &[u8], edits: &[HeaderEdit], ip: &str) -> String {
     let (r, f) = req(wire);
     let mut out = Vec::new();
     let c = Client {
@@ -134,12 +134,12 @@ fn policy_edits_replace_and_remove_fields() {
     let out = upstream(
         wire,
         &[
-            Edit {
-                name: "x-user",
-                value: Some("mallory"),
+            HeaderEdit {
+                name: "x-user".into(),
+                value: Some("mallory".into()),
             },
-            Edit {
-                name: "cookie",
+            HeaderEdit {
+                name: "cookie".into(),
                 value: None,
             },
         ],

@@ -29,7 +29,7 @@ use super::select::Target;
 use crate::plugin::bindings::types::Header;
 use crate::plugin::{Action, Request, RequestHead};
 use framing::Framing;
-use head::{Client, Edit, Field, Head, HeadError};
+use head::{Client, Field, Head, HeadError};
 use relay::{Fail, Relayed, relay, send};
 
 /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
@@ -259,7 +259,7 @@ where
 {
     let h = *h;
     let lookup = |name: &str| h.get(name).map(lossy);
-    let mut edits_owned = Vec::new();
+    let mut edits = Vec::new();
     if t.view.plugins.policy.is_some() {
         let rh = RequestHead {
             method: lossy(h.span(&r.method)),
@@ -281,7 +281,7 @@ where
         };
         let ctx = context(&h, r, c.peer, &t, &lookup);
         match dp.plugins.on_request(&t.view, &ctx, t.port().port, &rh) {
-            Action::Continue(edits) => edits_owned = edits,
+            Action::Continue(e) => edits = e,
             Action::Respond(resp) => {
                 let set: Vec<(&str, &str)> = resp
                     .headers
@@ -306,13 +306,6 @@ where
             },
         }
     }
-    let edits: Vec<Edit<'_>> = edits_owned
-        .iter()
-        .map(|e| Edit {
-            name: e.name.as_str(),
-            value: e.value.as_deref(),
-        })
-        .collect();
     let client = Client {
         ip: c.peer.ip(),
         https: c.https,
