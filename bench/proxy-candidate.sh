@@ -4,6 +4,7 @@
 # externalIP:port is BENCH_LISTEN_ADDR (L4, TCP) and, when BENCH_L7_ADDR is set, a second
 # Service there in HTTP mode; both send to BENCH_BACKEND_ADDR and pick through the Wasm
 # `round-robin` built-in. Stays in the foreground (the harness measures this process group).
+# SY_MODE (tcp, http) sets the mode of the first Service (bench/proxy-ab.sh uses it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
@@ -44,7 +45,7 @@ metadata: {name: $name}
 subsets: [{addresses: [{ip: $bip}], ports: [{port: $bport}]}]
 YAML
 }
-service bench-l4 "$BENCH_LISTEN_ADDR" tcp
+service bench-l4 "$BENCH_LISTEN_ADDR" ${SY_MODE:-tcp}
 if [ -n "${BENCH_L7_ADDR:-}" ]; then
   service bench-l7 "$BENCH_L7_ADDR" http
 fi

@@ -351,8 +351,7 @@ impl ServeArgs {
             std::time::Duration::from_micros(self.plugin_timeout_us.unwrap_or(500));
         if plugin_timeout < std::time::Duration::from_micros(200) {
             return Err(ConfigError::Invalid(
-                "--plugin-timeout-us must be at least 200 (the deadline clock ticks every 100 us)"
-                    .into(),
+                "--plugin-timeout-us must be at least 200".into(),
             ));
         }
         let plugin_memory_mib = self.plugin_memory_mib.unwrap_or(16);

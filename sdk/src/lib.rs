@@ -2,7 +2,7 @@
 //!
 //! Write switchyard plugins in plain Rust. A plugin is a WebAssembly component that
 //! implements one hook of the contract in `sdk/wit/plugin.wit` (package
-//! `switchyard:plugin@0.1.0`):
+//! `switchyard:plugin@0.2.0`):
 //!
 //! | hook | trait | export macro | Service annotation |
 //! |---|---|---|---|
@@ -161,9 +161,9 @@ pub struct Context {
     pub service_port: u16,
     /// TCP, UDP, SCTP, or HTTP for requests the gateway terminates.
     pub protocol: Protocol,
-    /// HTTP method (HTTP only).
+    /// HTTP method (HTTP only, when [`Settings::request_line`] asked for it).
     pub method: Option<String>,
-    /// HTTP path with query (HTTP only).
+    /// HTTP path with query (HTTP only, when [`Settings::request_line`] asked for it).
     pub path: Option<String>,
     /// Values of the headers named in [`Settings::headers`], in that order.
     pub headers: Vec<Option<String>>,
@@ -174,6 +174,13 @@ pub struct Context {
 pub struct Settings {
     /// Request headers whose values [`Context::headers`] should carry (HTTP only).
     pub headers: Vec<String>,
+    /// Balancers: call [`Balancer::feedback`] after each connection or request. Off by
+    /// default, which saves a plugin call per request; a balancer that learns from outcomes
+    /// (least-connections, EWMA latency) sets it.
+    pub feedback: bool,
+    /// Fill [`Context::method`] and [`Context::path`] (HTTP). Off by default: the host then
+    /// does not copy them into the plugin on every call.
+    pub request_line: bool,
 }
 
 /// What happened on a connection or request to an endpoint (`types.outcome`).
@@ -216,7 +223,8 @@ pub trait Balancer {
     /// round-robin. Returning an id that `update` never gave is an error the host counts.
     fn pick(&mut self, ctx: &Context) -> Option<u32>;
 
-    /// Latency and success of a finished connection or request.
+    /// Latency and success of a finished connection or request. Called only when
+    /// [`Balancer::configure`] returned [`Settings`] with `feedback: true`.
     fn feedback(&mut self, endpoint: u32, outcome: Outcome) {
         let _ = (endpoint, outcome);
     }

@@ -42,6 +42,8 @@ pub struct Harness<B: Balancer> {
     pub service: Service,
     /// The endpoint set last given to `update`.
     pub endpoints: Vec<Endpoint>,
+    /// What the last successful `configure` returned.
+    pub settings: Option<Settings>,
 }
 
 impl<B: Balancer> Harness<B> {
@@ -56,12 +58,15 @@ impl<B: Balancer> Harness<B> {
                 protocol: Protocol::Tcp,
             },
             endpoints: Vec::new(),
+            settings: None,
         }
     }
 
     /// Calls `configure` as the host does, with the Service's config JSON.
     pub fn configure(&mut self, config: &str) -> Result<Settings, String> {
-        self.plugin.configure(config)
+        let s = self.plugin.configure(config)?;
+        self.settings = Some(s.clone());
+        Ok(s)
     }
 
     /// Pushes a new endpoint set, as the host does after every change.
@@ -87,8 +92,17 @@ impl<B: Balancer> Harness<B> {
         self.pick(&context(client))
     }
 
-    /// Reports how a connection to `endpoint` went.
+    /// Reports how a connection to `endpoint` went. Configures the plugin with an empty
+    /// config first if the test has not; panics if `configure` did not ask for feedback
+    /// ([`Settings::feedback`]), since the host would never call it then.
     pub fn feedback(&mut self, endpoint: u32, outcome: Outcome) {
+        if self.settings.is_none() {
+            self.configure("").expect("configure with an empty config");
+        }
+        assert!(
+            self.settings.as_ref().is_some_and(|s| s.feedback),
+            "the host calls feedback only when configure returns Settings {{ feedback: true, .. }}"
+        );
         self.plugin.feedback(endpoint, outcome)
     }
 }

@@ -25,8 +25,8 @@ pub mod policy {
         default_bindings_module: "switchyard_sdk::wasm::policy",
         runtime_path: "switchyard_sdk::wasm::wit_bindgen::rt",
         with: {
-            "switchyard:plugin/types@0.1.0": crate::wasm::balancer::switchyard::plugin::types,
-            "switchyard:plugin/host@0.1.0": crate::wasm::balancer::switchyard::plugin::host,
+            "switchyard:plugin/types@0.2.0": crate::wasm::balancer::switchyard::plugin::types,
+            "switchyard:plugin/host@0.2.0": crate::wasm::balancer::switchyard::plugin::host,
         },
     });
 }
@@ -40,8 +40,8 @@ pub mod dns {
         default_bindings_module: "switchyard_sdk::wasm::dns",
         runtime_path: "switchyard_sdk::wasm::wit_bindgen::rt",
         with: {
-            "switchyard:plugin/types@0.1.0": crate::wasm::balancer::switchyard::plugin::types,
-            "switchyard:plugin/host@0.1.0": crate::wasm::balancer::switchyard::plugin::host,
+            "switchyard:plugin/types@0.2.0": crate::wasm::balancer::switchyard::plugin::types,
+            "switchyard:plugin/host@0.2.0": crate::wasm::balancer::switchyard::plugin::host,
         },
     });
 }
@@ -83,7 +83,11 @@ fn context(c: t::Context) -> Context {
 }
 
 fn settings(s: Settings) -> t::Settings {
-    t::Settings { headers: s.headers }
+    t::Settings {
+        headers: s.headers,
+        feedback: s.feedback,
+        request_line: s.request_line,
+    }
 }
 
 /// Implemented by `export_balancer!` for the plugin type it names.

@@ -10,7 +10,7 @@ fn contract_parses_with_the_expected_worlds() {
         .push_path(concat!(env!("CARGO_MANIFEST_DIR"), "/wit"))
         .expect("plugin.wit parses");
     let package = &resolve.packages[pkg];
-    assert_eq!(package.name.to_string(), "switchyard:plugin@0.1.0");
+    assert_eq!(package.name.to_string(), "switchyard:plugin@0.2.0");
     let name_of = |k: &WorldKey| match k {
         WorldKey::Name(n) => n.clone(),
         WorldKey::Interface(id) => resolve.interfaces[*id].name.clone().unwrap_or_default(),

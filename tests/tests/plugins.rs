@@ -285,7 +285,7 @@ fn bad_modules_are_refused_and_the_loaded_one_keeps_serving() {
         (core, "a core WebAssembly module, not a component"),
         (
             wasm("future_major"),
-            "built for switchyard:plugin@1.0.0, but this gateway speaks switchyard:plugin@0.1.0",
+            "built for switchyard:plugin@1.0.0, but this gateway speaks switchyard:plugin@0.2.0",
         ),
         (wasm("other_world"), "not a switchyard plugin"),
     ];
@@ -326,10 +326,8 @@ fn bad_modules_are_refused_and_the_loaded_one_keeps_serving() {
     );
 }
 
-#[test]
-fn misbehaving_plugins_fall_back_and_recover() {
-    let g = Gateway::start_with(&["--plugin-timeout-us", "300"]).unwrap();
-    web_with_endpoints(&g);
+/// Loads the `misbehave` test plugin through the admin API.
+fn load_misbehave(g: &Gateway) {
     let bytes = std::fs::read(wasm("misbehave")).unwrap();
     let (code, body) = http(
         "PUT",
@@ -340,6 +338,13 @@ fn misbehaving_plugins_fall_back_and_recover() {
     )
     .unwrap();
     assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn misbehaving_plugins_fall_back_and_recover() {
+    let g = Gateway::start_with(&["--plugin-timeout-us", "300"]).unwrap();
+    web_with_endpoints(&g);
+    load_misbehave(&g);
 
     for (config, kind) in [
         ("trap-configure", "trap"),
@@ -413,6 +418,75 @@ fn misbehaving_plugins_fall_back_and_recover() {
         g.log().contains("maglev config"),
         "the log names the config error"
     );
+}
+
+#[test]
+fn feedback_and_the_request_line_reach_a_balancer_only_when_it_asks() {
+    use switchyard_e2e::curl;
+    use switchyard_e2e::traffic::{backends, jsonpath, metric, service, wait_listener};
+    let g = Gateway::start().unwrap();
+    let _b = backends(&g, &[96], 9376);
+    let spec = "ports: [{port: 80, targetPort: 9376}]";
+    service(&g, "fb", spec, &[(g.backend_ip(96), "test-node")], 9376);
+    let cip = jsonpath(&g, &["svc", "fb"], "{.spec.clusterIP}");
+    wait_listener(&g, &format!("{cip}:80"), 1);
+    load_misbehave(&g);
+    let counter = |name: &str| {
+        metric(
+            &g,
+            &format!(r#"switchyard_plugin_counter_total{{plugin="misbehave",name="{name}"}}"#),
+        )
+    };
+    let url = format!("http://{cip}/");
+    // (config, asks for feedback, asks for the request line)
+    for (config, feedback, line) in [
+        ("quiet", false, false),
+        ("feedback", true, false),
+        ("request-line", false, true),
+    ] {
+        g.ok(&[
+            "annotate",
+            "--overwrite",
+            "service",
+            "fb",
+            "switchyard.io/mode=http",
+            "switchyard.io/balancer=misbehave",
+            &format!("switchyard.io/balancer-config={config}"),
+        ]);
+        // The instance with this config picks for real requests...
+        let picks = counter("picks");
+        wait_for(Duration::from_secs(10), &format!("{config}: picks"), || {
+            let (code, body) = curl(&[&url]);
+            (code == 0 && body.starts_with("b96") && counter("picks") >= picks + 3.0).then_some(())
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // feedback of those requests lands
+        let (feedbacks, paths) = (counter("feedbacks"), counter("with-path"));
+        for _ in 0..5 {
+            let (code, body) = curl(&[&url]);
+            assert!(code == 0 && body.starts_with("b96"), "{code} {body}");
+        }
+        // ...and hears how each went, or sees its path, only if its configure asked.
+        if feedback {
+            wait_for(Duration::from_secs(5), "feedback calls", || {
+                (counter("feedbacks") >= feedbacks + 5.0).then_some(())
+            })
+            .unwrap();
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(
+                counter("feedbacks"),
+                feedbacks,
+                "{config}: no feedback unless asked"
+            );
+        }
+        let seen = counter("with-path") - paths;
+        assert_eq!(
+            seen,
+            if line { 5.0 } else { 0.0 },
+            "{config}: picks that saw the path"
+        );
+    }
 }
 
 #[test]

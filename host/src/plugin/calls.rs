@@ -118,7 +118,7 @@ impl Plugins {
                 live.ids.sort_unstable();
                 live.pushed = Arc::downgrade(svc);
             }
-            let ctx = self.context(req, port.port, &live.headers);
+            let ctx = self.context(req, port.port, &live.asked);
             plugin.calls(Hook::balancer).inc();
             self.limits.call(&mut live.store);
             match live
@@ -179,7 +179,7 @@ impl Plugins {
         WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let slot = slot(&mut w.balancers, self.id, svc, port_key(port, node_local));
-            let Some(live) = slot.live.as_mut() else {
+            let Some(live) = slot.live.as_mut().filter(|l| l.asked.feedback) else {
                 return;
             };
             self.limits.call(&mut live.store);
@@ -209,7 +209,7 @@ impl Plugins {
         service_port: u16,
     ) -> Verdict {
         self.with_policy(svc, |this, live| {
-            let ctx = this.context(req, service_port, &live.headers);
+            let ctx = this.context(req, service_port, &live.asked);
             live.bindings
                 .switchyard_plugin_policy()
                 .call_on_connect(&mut live.store, &ctx)
@@ -226,7 +226,7 @@ impl Plugins {
         head: &RequestHead,
     ) -> Action {
         self.with_policy(svc, |this, live| {
-            let ctx = this.context(req, service_port, &live.headers);
+            let ctx = this.context(req, service_port, &live.asked);
             live.bindings
                 .switchyard_plugin_policy()
                 .call_on_request(&mut live.store, &ctx, head)

@@ -16,8 +16,10 @@ use wasmtime::{Config, Engine};
 use super::PluginError;
 
 /// How often the epoch advances. Epoch deadlines are only the wall-clock backstop (CPU
-/// budgets are fuel), so a coarse tick is enough and costs almost nothing.
-pub const TICK: Duration = Duration::from_millis(1);
+/// budgets are fuel), so a coarse tick is enough: 100 wake-ups a second instead of 1,000
+/// keeps the ticker from preempting the data plane's workers (measured: ~1,700 involuntary
+/// context switches per 5 s of proxy load at 1 ms).
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// The engine plus what every compile and call needs.
 pub struct Runtime {

@@ -16,7 +16,7 @@ use super::metrics::{Hook, HookLabels, PluginMetrics};
 
 /// The contract this host speaks.
 pub const PACKAGE: &str = "switchyard:plugin";
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
 
 /// Where a plugin came from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -197,9 +197,10 @@ pub struct Hooks {
 mod tests {
     #[test]
     fn versions() {
-        assert!(super::compatible("0.1.0"));
-        assert!(super::compatible("0.1.7"));
-        assert!(!super::compatible("0.2.0"));
+        assert!(super::compatible("0.2.0"));
+        assert!(super::compatible("0.2.7"));
+        assert!(!super::compatible("0.1.0"), "0.1 settings lack `feedback`");
+        assert!(!super::compatible("0.3.0"));
         assert!(!super::compatible("1.0.0"));
         assert!(!super::compatible(""));
     }

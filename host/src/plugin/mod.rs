@@ -106,9 +106,10 @@ impl Limits {
             call_fuel: us * 1_000,
             setup_fuel: 2_000_000_000, // ~2 s of guest work: update with 100k endpoints
             // Wall clock: 20x the budget (at least 10 ms), so only a thread stalled far
-            // beyond any scheduling delay trips it.
-            call_ticks: (us * 20 / tick).max(10_000 / tick),
-            setup_ticks: 5_000_000 / tick,
+            // beyond any scheduling delay trips it. One tick more, as the first one may
+            // come at once.
+            call_ticks: (us * 20 / tick).max(10_000 / tick) + 1,
+            setup_ticks: 5_000_000 / tick + 1,
             memory_bytes,
         }
     }

@@ -96,8 +96,8 @@ pub(super) struct Live<B> {
     pub store: Store<HostState>,
     pub instance: Instance,
     pub bindings: B,
-    /// Request headers the plugin asked for in `configure`.
-    pub headers: Vec<String>,
+    /// What the plugin asked for in `configure`.
+    pub asked: Asked,
     /// The Service view whose endpoints were pushed last (balancers).
     pub pushed: Weak<ServiceView>,
     /// (endpoint id, index in the port's endpoints), sorted by id (balancers).
@@ -184,6 +184,17 @@ pub(super) fn classify(e: &wasmtime::Error) -> ErrorKind {
     }
 }
 
+/// What a plugin's `configure` asked of the host (`types.settings`).
+#[derive(Default)]
+pub(super) struct Asked {
+    /// Request headers whose values the context carries.
+    pub headers: Vec<String>,
+    /// Balancers: `feedback` calls after each connection or request.
+    pub feedback: bool,
+    /// The context carries the HTTP method and path.
+    pub request_line: bool,
+}
+
 /// What differs between hooks when creating and configuring an instance.
 pub(super) trait HookKind {
     type Bindings;
@@ -193,12 +204,12 @@ pub(super) trait HookKind {
     fn pre(p: &LoadedPlugin) -> Option<&InstancePre<HostState>>;
     fn has_state(p: &LoadedPlugin) -> bool;
     fn bind(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Self::Bindings>;
-    /// `Ok(Err(msg))`: the plugin refused the config. `Ok(Ok(headers))`: accepted.
+    /// `Ok(Err(msg))`: the plugin refused the config. `Ok(Ok(asked))`: accepted.
     fn configure(
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Vec<String>, String>>;
+    ) -> wasmtime::Result<Result<Asked, String>>;
 }
 
 pub(super) struct BalancerHook;
@@ -222,10 +233,14 @@ impl HookKind for BalancerHook {
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Vec<String>, String>> {
+    ) -> wasmtime::Result<Result<Asked, String>> {
         Ok(b.switchyard_plugin_balancer()
             .call_configure(store, config)?
-            .map(|s| s.headers))
+            .map(|s| Asked {
+                headers: s.headers,
+                feedback: s.feedback,
+                request_line: s.request_line,
+            }))
     }
 }
 
@@ -246,10 +261,14 @@ impl HookKind for PolicyHook {
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Vec<String>, String>> {
+    ) -> wasmtime::Result<Result<Asked, String>> {
         Ok(b.switchyard_plugin_policy()
             .call_configure(store, config)?
-            .map(|s| s.headers))
+            .map(|s| Asked {
+                headers: s.headers,
+                feedback: false,
+                request_line: s.request_line,
+            }))
     }
 }
 
@@ -270,10 +289,10 @@ impl HookKind for DnsHook {
         b: &Self::Bindings,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Vec<String>, String>> {
+    ) -> wasmtime::Result<Result<Asked, String>> {
         Ok(b.switchyard_plugin_dns()
             .call_configure(store, config)?
-            .map(|()| Vec::new()))
+            .map(|()| Asked::default()))
     }
 }
 
@@ -354,17 +373,21 @@ impl Plugins {
         &self,
         req: &Request<'_>,
         service_port: u16,
-        headers: &[String],
+        asked: &Asked,
     ) -> types::Context {
+        // Strings are copied into the guest through its allocator: only what it asked for.
+        let line = |s: Option<&str>| s.filter(|_| asked.request_line).map(str::to_string);
         types::Context {
             client: ip(req.client.ip()),
             client_port: req.client.port(),
             service_port,
             protocol: req.protocol,
-            method: req.method.map(str::to_string),
-            path: req.path.map(str::to_string),
+            method: line(req.method),
+            path: line(req.path),
             headers: match req.header {
-                Some(h) if !headers.is_empty() => Some(headers.iter().map(|n| h(n)).collect()),
+                Some(h) if !asked.headers.is_empty() => {
+                    Some(asked.headers.iter().map(|n| h(n)).collect())
+                }
                 _ => None,
             },
         }
@@ -425,8 +448,8 @@ impl Plugins {
             .map_err(|e| (ErrorKind::instantiate, format!("instantiate: {e:#}")))?;
         let bindings = H::bind(&mut store, &instance)
             .map_err(|e| (ErrorKind::instantiate, format!("bind: {e:#}")))?;
-        let headers = match H::configure(&bindings, &mut store, &r.config) {
-            Ok(Ok(h)) => h,
+        let asked = match H::configure(&bindings, &mut store, &r.config) {
+            Ok(Ok(a)) => a,
             Ok(Err(msg)) => {
                 return Err((
                     ErrorKind::config,
@@ -441,7 +464,7 @@ impl Plugins {
             store,
             instance,
             bindings,
-            headers,
+            asked,
             pushed: Weak::new(),
             ids: Vec::new(),
         };

@@ -85,10 +85,11 @@ where
     };
     let copy = tokio::io::copy_bidirectional(&mut c, &mut e);
     let result = if drain {
-        let reg = super::drain::register(target, to);
+        let (_reg, cut) = super::drain::register(target, to);
         tokio::select! {
+            biased;
             r = copy => r,
-            _ = reg.cut.notified() => Err(std::io::Error::other("drained")),
+            _ = cut.notified() => Err(std::io::Error::other("drained")),
         }
     } else {
         copy.await

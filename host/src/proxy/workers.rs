@@ -46,8 +46,11 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("switchyard-worker-{i}"))
                 .spawn(move || {
+                    // I/O and timers only: the process and signal drivers would be polled at
+                    // every park for nothing.
                     let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build()
                     {
                         Ok(rt) => rt,

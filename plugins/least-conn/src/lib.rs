@@ -2,7 +2,7 @@
 //! worker (each pick counts one, each `feedback` ends one). Ties go round-robin.
 
 use std::collections::HashMap;
-use switchyard_sdk::{Balancer, Context, Endpoint, Outcome, Service};
+use switchyard_sdk::{Balancer, Context, Endpoint, Outcome, Service, Settings};
 
 #[derive(Default)]
 pub struct LeastConn {
@@ -12,6 +12,14 @@ pub struct LeastConn {
 }
 
 impl Balancer for LeastConn {
+    fn configure(&mut self, _config: &str) -> Result<Settings, String> {
+        // `feedback` is how a connection or request in flight ends.
+        Ok(Settings {
+            feedback: true,
+            ..Settings::default()
+        })
+    }
+
     fn update(&mut self, _service: &Service, endpoints: &[Endpoint]) {
         self.ids = switchyard_sdk::usable(endpoints).map(|e| e.id).collect();
         // Keep counts of endpoints that stay; connections to removed ones drain elsewhere.

@@ -31,6 +31,7 @@ impl Balancer for MaglevBalancer {
         }
         Ok(Settings {
             headers: self.config.header.iter().cloned().collect(),
+            ..Settings::default()
         })
     }
 

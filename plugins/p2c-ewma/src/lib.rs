@@ -51,7 +51,11 @@ impl Balancer for P2cEwma {
             self.config =
                 serde_json::from_str(config).map_err(|e| format!("p2c-ewma config: {e}"))?;
         }
-        Ok(Settings::default())
+        // The latencies it balances on come from `feedback`.
+        Ok(Settings {
+            feedback: true,
+            ..Settings::default()
+        })
     }
 
     fn update(&mut self, _service: &Service, endpoints: &[Endpoint]) {

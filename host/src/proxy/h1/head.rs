@@ -3,9 +3,11 @@
 //! hop-by-hop headers dropped, policy edits applied, `X-Forwarded-For`, `X-Forwarded-Proto`
 //! and `Forwarded` added. Bytes in, bytes and decisions out; tested without sockets.
 
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
 
+use super::fields::{HopByHop, fixed_hop_by_hop, scan};
 use super::framing::Framing;
 use crate::plugin::HeaderEdit;
 
@@ -13,7 +15,7 @@ use crate::plugin::HeaderEdit;
 pub const MAX_FIELDS: usize = 100;
 pub const MAX_HEAD: usize = 64 * 1024;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeadError {
     #[error("head larger than {MAX_HEAD} bytes or more than {MAX_FIELDS} fields")]
     TooLarge,
@@ -54,19 +56,6 @@ impl<'a> Head<'a> {
         self.all(name).next()
     }
 
-    /// The comma-separated tokens of every `name` field, trimmed.
-    pub fn tokens(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.all(name)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(|t| t.trim_ascii())
-            .filter(|t| !t.is_empty())
-    }
-
-    fn has_token(&self, name: &'a str, token: &str) -> bool {
-        self.tokens(name)
-            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-    }
-
     pub fn span(&self, r: &Range<usize>) -> &'a [u8] {
         &self.bytes[r.clone()]
     }
@@ -87,6 +76,8 @@ pub struct Request {
     pub expect_continue: bool,
     /// The `Upgrade` value when `Connection` asks for one (never `h2c`).
     pub upgrade: Option<Range<usize>>,
+    /// `Connection` names fields beyond the fixed hop-by-hop ones.
+    pub names_fields: bool,
 }
 
 impl Request {
@@ -114,6 +105,8 @@ pub struct Response {
     pub framing: Framing,
     /// The upstream connection may carry another request after this response.
     pub reusable: bool,
+    /// `Connection` names fields beyond the fixed hop-by-hop ones.
+    pub names_fields: bool,
 }
 
 fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
@@ -138,16 +131,6 @@ fn complete(parsed: httparse::Result<usize>, buffered: usize) -> Result<Option<u
     }
 }
 
-/// Whether the connection stays open after this message: HTTP/1.1 unless `close`,
-/// HTTP/1.0 only with `keep-alive`.
-fn persistent(h: &Head<'_>, minor: u8) -> bool {
-    if minor == 1 {
-        !h.has_token("connection", "close")
-    } else {
-        h.has_token("connection", "keep-alive")
-    }
-}
-
 fn map_err(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
@@ -156,34 +139,11 @@ fn map_err(e: httparse::Error) -> HeadError {
     }
 }
 
-/// `Some(length)` from the `Content-Length` fields (all must agree), `None` without any.
-fn content_length(h: &Head<'_>) -> Result<Option<u64>, HeadError> {
-    let mut n = None;
-    for t in h.tokens("content-length") {
-        let v = std::str::from_utf8(t)
-            .ok()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(HeadError::Malformed("invalid Content-Length"))?;
-        if n.is_some_and(|m| m != v) {
-            return Err(HeadError::Malformed("conflicting Content-Length values"));
-        }
-        n = Some(v);
-    }
-    Ok(n)
-}
-
-/// Whether the last transfer coding is `chunked`; `None` without Transfer-Encoding.
-fn chunked(h: &Head<'_>) -> Option<bool> {
-    let last = h.tokens("transfer-encoding").last()?;
-    Some(last.eq_ignore_ascii_case(b"chunked"))
-}
-
 /// Parses the request head at the front of `buf`; `Ok(None)`: not complete yet.
 pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Request>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut storage);
-    let Some(len) = complete(req.parse(buf), buf.len())? else {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let Some(len) = complete(req.parse_with_uninit_headers(buf, &mut storage), buf.len())? else {
         return Ok(None);
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -193,7 +153,8 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
     let h = Head { bytes: buf, fields };
     let target = offset(buf, target.as_bytes());
     let (authority, path) = split_target(buf, target)?;
-    let framing = match (chunked(&h), content_length(&h)?) {
+    let s = scan(&h);
+    let framing = match (s.chunked, s.length?) {
         (Some(_), Some(_)) => {
             return Err(HeadError::Malformed(
                 "both Transfer-Encoding and Content-Length",
@@ -208,24 +169,9 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::Empty,
     };
-    let keep_alive = persistent(&h, minor);
-    let expect_continue = h
-        .get("expect")
-        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade = match h
-        .fields
-        .iter()
-        .find(|f| h.span(&f.name).eq_ignore_ascii_case(b"upgrade"))
-    {
-        Some(f)
-            if minor == 1
-                && h.has_token("connection", "upgrade")
-                && !h.span(&f.value).trim_ascii().eq_ignore_ascii_case(b"h2c") =>
-        {
-            Some(f.value.clone())
-        }
-        _ => None,
-    };
+    let upgrade = s.upgrade.clone().filter(|u| {
+        minor == 1 && s.upgrade_token && !buf[u.clone()].trim_ascii().eq_ignore_ascii_case(b"h2c")
+    });
     Ok(Some(Request {
         len,
         method: offset(buf, method.as_bytes()),
@@ -233,9 +179,10 @@ pub fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Option<Reque
         authority,
         minor,
         framing,
-        keep_alive,
-        expect_continue,
+        keep_alive: s.persistent(minor),
+        expect_continue: s.expect_continue,
         upgrade,
+        names_fields: s.names_fields,
     }))
 }
 
@@ -269,9 +216,14 @@ pub fn parse_response(
     head_request: bool,
     fields: &mut Vec<Field>,
 ) -> Result<Option<Response>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let Some(len) = complete(resp.parse(buf), buf.len())? else {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut storage,
+    );
+    let Some(len) = complete(parsed, buf.len())? else {
         return Ok(None);
     };
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
@@ -280,48 +232,42 @@ pub fn parse_response(
     let reason = offset(buf, resp.reason.unwrap_or("").as_bytes());
     fields_of(buf, resp.headers, fields);
     let h = Head { bytes: buf, fields };
+    let s = scan(&h);
     let framing = if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
         Framing::Empty
     } else {
-        match chunked(&h) {
+        match s.chunked {
             Some(true) => Framing::Chunked,
             Some(false) => Framing::UntilClose,
-            None => match content_length(&h)? {
+            None => match s.length? {
                 Some(n) => Framing::Length(n),
                 None => Framing::UntilClose,
             },
         }
     };
-    let open = persistent(&h, minor);
     Ok(Some(Response {
         len,
         code,
         reason,
         framing,
-        reusable: open && framing != Framing::UntilClose,
+        reusable: s.persistent(minor) && framing != Framing::UntilClose,
+        names_fields: s.names_fields,
     }))
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1), never passed on. `Transfer-Encoding` is kept: a
-/// chunked body passes through still chunked.
-const HOP_BY_HOP: [&[u8]; 7] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-authorization",
-];
-
-fn is_hop_by_hop(h: &Head<'_>, name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
-        || h.tokens("connection").any(|t| t.eq_ignore_ascii_case(name))
-}
-
-fn number(out: &mut Vec<u8>, n: usize) {
-    use std::io::Write;
-    let _ = write!(out, "{n}");
+/// Writes `n` in decimal (no formatting machinery: this runs for every response).
+fn number(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -331,10 +277,34 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Who the request came from, for the forwarding fields.
+/// Who the request came from, for the forwarding fields: the address is formatted once per
+/// connection, not per request.
 pub struct Client {
-    pub ip: IpAddr,
-    pub https: bool,
+    ip: IpAddr,
+    https: bool,
+    text: [u8; 39],
+    text_len: u8,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr, https: bool) -> Self {
+        use std::io::Write;
+        // The longest IPv6 text is 39 bytes; an IPv4-mapped one in dotted form is shorter.
+        let mut text = [0u8; 39];
+        let mut w = &mut text[..];
+        let _ = write!(w, "{ip}");
+        let text_len = (39 - w.len()) as u8;
+        Client {
+            ip,
+            https,
+            text,
+            text_len,
+        }
+    }
+
+    fn ip_text(&self) -> &[u8] {
+        &self.text[..self.text_len as usize]
+    }
 }
 
 /// Writes the head of `r` as it goes upstream, into `out`.
@@ -364,6 +334,7 @@ pub fn write_request(
     };
     let mut host = None;
     let mut xff: Vec<&[u8]> = Vec::new();
+    let hop = HopByHop::new(h, r.names_fields);
     for (name, value) in h.iter() {
         if name.eq_ignore_ascii_case(b"host") {
             host = Some(value);
@@ -372,7 +343,7 @@ pub fn write_request(
             xff.push(value);
             continue;
         }
-        if is_hop_by_hop(h, name)
+        if hop.is(name)
             || edited(name)
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
@@ -393,23 +364,23 @@ pub fn write_request(
             field(out, e.name.as_bytes(), v.as_bytes());
         }
     }
-    let ip = c.ip.to_string();
+    let ip = c.ip_text();
     out.extend_from_slice(b"x-forwarded-for: ");
     for v in xff {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(ip.as_bytes());
+    out.extend_from_slice(ip);
     out.extend_from_slice(b"\r\n");
     let proto: &[u8] = if c.https { b"https" } else { b"http" };
     field(out, b"x-forwarded-proto", proto);
     out.extend_from_slice(b"forwarded: for=");
     if c.ip.is_ipv6() {
         out.extend_from_slice(b"\"[");
-        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(ip);
         out.extend_from_slice(b"]\"");
     } else {
-        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(ip);
     }
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(proto);
@@ -435,11 +406,12 @@ pub fn write_response(out: &mut Vec<u8>, h: &Head<'_>, r: &Response, client_mino
     out.push(b' ');
     out.extend_from_slice(h.span(&r.reason));
     out.extend_from_slice(b"\r\n");
+    let hop = HopByHop::new(h, r.names_fields);
     for (name, value) in h.iter() {
         // With chunked framing a Content-Length is wrong (RFC 9112 §6.3): not passed on.
         let stale_length =
             r.framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length");
-        if !is_hop_by_hop(h, name) && !stale_length {
+        if !hop.is(name) && !stale_length {
             field(out, name, value);
         }
     }
@@ -471,9 +443,7 @@ pub fn write_local(out: &mut Vec<u8>, code: u16, fields: &[(&str, &str)], body: 
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (n, v) in fields {
-        let hop = HOP_BY_HOP
-            .iter()
-            .any(|h| n.as_bytes().eq_ignore_ascii_case(h))
+        let hop = fixed_hop_by_hop(n.as_bytes())
             || n.eq_ignore_ascii_case("content-length")
             || n.eq_ignore_ascii_case("transfer-encoding");
         if !hop && !n.contains(['\r', '\n', ':']) && !v.contains(['\r', '\n']) {

@@ -9,10 +9,7 @@ fn req(wire: &[u8]) -> (Request, Vec<Field>) {
 fn upstream(wire: &[u8], edits: &[HeaderEdit], ip: &str) -> String {
     let (r, f) = req(wire);
     let mut out = Vec::new();
-    let c = Client {
-        ip: ip.parse().unwrap(),
-        https: false,
-    };
+    let c = Client::new(ip.parse().unwrap(), false);
     write_request(
         &mut out,
         &Head {
@@ -226,6 +223,18 @@ fn responses_go_back_without_hop_by_hop_fields() {
     assert!(out.ends_with(b"connection: keep-alive\r\n\r\n"));
     write_response(&mut out, &h, &r, 1, false);
     assert!(out.ends_with(b"connection: close\r\n\r\n"));
+    // Fields the Connection field names are hop-by-hop too, "close" among them.
+    let wire = b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nClose: 2\r\nX-B: 3\r\nContent-Length: 0\r\n\r\n";
+    let (r, f) = resp(wire, false);
+    let h = Head {
+        bytes: wire,
+        fields: &f,
+    };
+    write_response(&mut out, &h, &r, 1, false);
+    assert_eq!(
+        out,
+        b"HTTP/1.1 200 OK\r\nX-B: 3\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
+    );
     let wire = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: k\r\n\r\n";
     let (r, f) = resp(wire, false);
     write_response(
@@ -262,4 +271,28 @@ fn local_responses_carry_their_length_and_drop_framing_fields() {
         out,
         b"HTTP/1.1 451 Unavailable For Legal Reasons\r\nx-why: policy\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
     );
+}
+
+#[test]
+fn the_client_address_is_written_as_text_for_both_families() {
+    for ip in [
+        "10.1.2.3",
+        "255.255.255.255",
+        "::1",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ] {
+        assert_eq!(
+            Client::new(ip.parse().unwrap(), false).ip_text(),
+            ip.as_bytes()
+        );
+    }
+}
+
+#[test]
+fn numbers_are_written_in_decimal() {
+    for n in [0usize, 7, 10, 204, 65536, usize::MAX] {
+        let mut out = b"x".to_vec();
+        number(&mut out, n);
+        assert_eq!(out, format!("x{n}").into_bytes());
+    }
 }

@@ -6,6 +6,7 @@
 //! ports whose upstream speaks HTTP/2 (`kubernetes.io/h2c`) stay on hyper (`super::http`).
 //! An upgrade becomes a byte tunnel after `101`. Touches only its two connections.
 
+mod fields;
 mod framing;
 mod head;
 mod prefixed;
@@ -46,7 +47,8 @@ pub(super) struct Http2<S>(pub S, pub BytesMut);
 /// One client connection's buffers, kept across its requests.
 struct Conn {
     peer: SocketAddr,
-    https: bool,
+    /// The peer as the forwarding fields name it (formatted once per connection).
+    client: Client,
     /// Client bytes read and not yet passed on (a pipelined request may wait here).
     buf: BytesMut,
     /// The head being written (to either side).
@@ -76,7 +78,7 @@ where
 {
     let mut c = Conn {
         peer,
-        https,
+        client: Client::new(peer.ip(), https),
         buf: BytesMut::new(),
         out: Vec::new(),
         up_fields: Vec::new(),
@@ -306,11 +308,7 @@ where
             },
         }
     }
-    let client = Client {
-        ip: c.peer.ip(),
-        https: c.https,
-    };
-    head::write_request(&mut c.out, &h, r, &edits, &client);
+    head::write_request(&mut c.out, &h, r, &edits, &c.client);
     if r.expect_continue && r.framing != Framing::Empty {
         // Answered here (the field is not passed on), so the body follows at once.
         if io

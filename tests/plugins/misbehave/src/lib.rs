@@ -1,9 +1,11 @@
 //! A balancer that misbehaves in the way its config names, for the gateway's bad-input tests:
 //! `trap-configure`, `loop-pick`, `grow-pick` (allocates 64 MiB), `bad-id`, `trap-pick`.
-//! Any other config: round-robin, counting picks in the `picks` counter.
+//! Any other config: round-robin, counting picks in the `picks` counter; `feedback` also asks
+//! for feedback calls, `request-line` for the HTTP method and path in the context. Feedback
+//! calls are counted in `feedbacks`, picks that saw a path in `with-path`.
 
 use std::hint::black_box;
-use switchyard_sdk::{Balancer, Context, Endpoint, Service, Settings, host};
+use switchyard_sdk::{Balancer, Context, Endpoint, Outcome, Service, Settings, host};
 
 #[derive(Default)]
 pub struct Misbehave {
@@ -21,14 +23,22 @@ impl Balancer for Misbehave {
             return Err("misbehave: refusing this config as asked".into());
         }
         self.mode = config.to_string();
-        Ok(Settings::default())
+        Ok(Settings {
+            feedback: config == "feedback",
+            request_line: config == "request-line",
+            ..Settings::default()
+        })
+    }
+
+    fn feedback(&mut self, _endpoint: u32, _outcome: Outcome) {
+        host::counter_add("feedbacks", 1);
     }
 
     fn update(&mut self, _service: &Service, endpoints: &[Endpoint]) {
         self.ids = switchyard_sdk::usable(endpoints).map(|e| e.id).collect();
     }
 
-    fn pick(&mut self, _ctx: &Context) -> Option<u32> {
+    fn pick(&mut self, ctx: &Context) -> Option<u32> {
         match self.mode.as_str() {
             "loop-pick" => {
                 let mut x = 0u64;
@@ -45,6 +55,9 @@ impl Balancer for Misbehave {
             "trap-pick" => panic!("misbehave: trapping in pick as asked"),
             _ => {
                 host::counter_add("picks", 1);
+                if ctx.path.is_some() {
+                    host::counter_add("with-path", 1);
+                }
                 if self.ids.is_empty() {
                     return None;
                 }
