@@ -43,9 +43,28 @@ struct Flow {
 
 type Flows = Arc<Mutex<FxHashMap<SocketAddr, Arc<Flow>>>>;
 
+/// Room in front of each received datagram for a PROXY v2 header (IPv6: 16 + 36 bytes).
+const ROOM: usize = 52;
+/// Datagrams taken from one listener per wake-up before the worker serves others.
+const BATCH: usize = 64;
+
 thread_local! {
     /// One datagram buffer per worker for replies (flows on a worker never run at once).
     static REPLY: RefCell<Box<[u8]>> = RefCell::new(vec![0; 65536].into_boxed_slice());
+    /// One buffer per worker for what clients send, `ROOM` in front: listeners on a worker
+    /// never run at once and none holds it across an await, so a listener costs no buffer
+    /// of its own (64 KiB each was 245 MB with 3,700 UDP ports).
+    static RECV: RefCell<Box<[u8]>> = RefCell::new(vec![0; ROOM + 65536].into_boxed_slice());
+}
+
+/// What became of one datagram taken from the listening socket.
+enum Taken {
+    /// None waiting.
+    Empty,
+    /// Passed to its flow's endpoint, or dropped.
+    Done,
+    /// From a client without a usable flow: opening one is async, so the payload is copied.
+    NewFlow(SocketAddr, Vec<u8>),
 }
 
 pub(super) async fn serve(
@@ -63,40 +82,74 @@ pub(super) async fn serve(
     let epoch = Instant::now();
     let flows: Flows = Arc::default();
     let mut tasks = JoinSet::new();
-    // Room in front of each datagram for a PROXY v2 header (IPv6: 16 + 36 bytes).
-    const ROOM: usize = 52;
     let service = sock.local_addr().ok();
-    let mut buf = vec![0u8; ROOM + 65536];
     loop {
         tokio::select! {
-            r = sock.recv_from(&mut buf[ROOM..]) => {
-                let Ok((n, client)) = r else { continue };
-                let known = flows.lock().get(&client).cloned();
-                let known = known.filter(|f| still_usable(f, &target.load(), client, &flows));
-                let flow = match known {
-                    Some(f) => f,
-                    None => {
-                        let t = target.load_full();
-                        let Some(f) = open(&t, client, service, &dp).await else { continue };
-                        flows.lock().insert(client, f.clone());
-                        tasks.spawn(replies(f.clone(), client, sock.clone(), flows.clone(), t, dp.clone(), epoch));
-                        f
-                    }
-                };
-                flow.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                target.load().metrics.received.inc_by(n as u64);
-                let start = match &flow.header {
-                    Some(h) if h.len() <= ROOM => {
-                        buf[ROOM - h.len()..ROOM].copy_from_slice(h);
-                        ROOM - h.len()
-                    }
-                    _ => ROOM,
-                };
-                let _ = flow.upstream.send(&buf[start..ROOM + n]).await;
+            r = sock.readable() => {
+                if r.is_err() {
+                    continue;
+                }
+                let mut drained = false;
+                for _ in 0..BATCH {
+                    let (client, payload) = match take(&sock, &flows, &target, epoch) {
+                        Taken::Empty => {
+                            drained = true;
+                            break;
+                        }
+                        Taken::Done => continue,
+                        Taken::NewFlow(client, payload) => (client, payload),
+                    };
+                    let t = target.load_full();
+                    let Some(f) = open(&t, client, service, &dp).await else { continue };
+                    flows.lock().insert(client, f.clone());
+                    tasks.spawn(replies(f.clone(), client, sock.clone(), flows.clone(), t.clone(), dp.clone(), epoch));
+                    f.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    t.metrics.received.inc_by(payload.len() as u64);
+                    let datagram = match &f.header {
+                        Some(h) => [&h[..], &payload].concat(),
+                        None => payload,
+                    };
+                    let _ = f.upstream.send(&datagram).await;
+                }
+                if !drained {
+                    // The socket is still readable: let the worker's other tasks run first.
+                    tokio::task::yield_now().await;
+                }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+}
+
+/// Takes one datagram from `sock` into the worker's buffer and, when its client has a usable
+/// flow, sends it on at once (PROXY header written into the room in front of it).
+fn take(sock: &UdpSocket, flows: &Flows, target: &ArcSwap<Target>, epoch: Instant) -> Taken {
+    RECV.with(|b| {
+        let mut buf = b.borrow_mut();
+        let (n, client) = match sock.try_recv_from(&mut buf[ROOM..]) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Taken::Empty,
+            Err(_) => return Taken::Done,
+        };
+        let known = flows.lock().get(&client).cloned();
+        let Some(flow) = known.filter(|f| still_usable(f, &target.load(), client, flows)) else {
+            return Taken::NewFlow(client, buf[ROOM..ROOM + n].to_vec());
+        };
+        flow.last
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        target.load().metrics.received.inc_by(n as u64);
+        let start = match &flow.header {
+            Some(h) if h.len() <= ROOM => {
+                buf[ROOM - h.len()..ROOM].copy_from_slice(h);
+                ROOM - h.len()
+            }
+            _ => ROOM,
+        };
+        // Non-blocking: a datagram the endpoint's socket cannot take now is dropped, as
+        // the network may drop any datagram.
+        let _ = flow.upstream.try_send(&buf[start..ROOM + n]);
+        Taken::Done
+    })
 }
 
 /// Whether `f` still fits the listener's target `t`: its endpoint usable, its PROXY header
