@@ -1,5 +1,17 @@
 use super::*;
 
+/// Parses the response `wire` (not to a HEAD) and writes it back into `out` for a client
+/// speaking HTTP/1.`minor`; returns the parsed response.
+fn written(out: &mut Vec<u8>, wire: &[u8], minor: u8, keep: bool) -> Response {
+    let (r, f) = resp(wire, false);
+    let h = Head {
+        bytes: wire,
+        fields: &f,
+    };
+    write_response(out, &h, &r, minor, keep);
+    r
+}
+
 fn req(wire: &[u8]) -> (Request, Vec<Field>) {
     let mut f = Vec::new();
     let r = parse_request(wire, &mut f).unwrap().expect("complete");
@@ -168,19 +180,9 @@ fn response_framing_and_reuse() {
         assert_eq!(resp(wire.as_bytes(), false).0.framing, Framing::Empty);
     }
     let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let (r, f) = resp(wire, false);
-    assert_eq!((r.framing, r.reusable), (Framing::Chunked, true));
     let mut out = Vec::new();
-    write_response(
-        &mut out,
-        &Head {
-            bytes: wire,
-            fields: &f,
-        },
-        &r,
-        1,
-        true,
-    );
+    let r = written(&mut out, wire, 1, true);
+    assert_eq!((r.framing, r.reusable), (Framing::Chunked, true));
     assert_eq!(
         out, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         "chunked wins"
@@ -225,28 +227,13 @@ fn responses_go_back_without_hop_by_hop_fields() {
     assert!(out.ends_with(b"connection: close\r\n\r\n"));
     // Fields the Connection field names are hop-by-hop too, "close" among them.
     let wire = b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nClose: 2\r\nX-B: 3\r\nContent-Length: 0\r\n\r\n";
-    let (r, f) = resp(wire, false);
-    let h = Head {
-        bytes: wire,
-        fields: &f,
-    };
-    write_response(&mut out, &h, &r, 1, false);
+    written(&mut out, wire, 1, false);
     assert_eq!(
         out,
         b"HTTP/1.1 200 OK\r\nX-B: 3\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
     );
     let wire = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: k\r\n\r\n";
-    let (r, f) = resp(wire, false);
-    write_response(
-        &mut out,
-        &Head {
-            bytes: wire,
-            fields: &f,
-        },
-        &r,
-        1,
-        true,
-    );
+    written(&mut out, wire, 1, true);
     assert_eq!(
         out,
         b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
