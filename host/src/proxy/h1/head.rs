@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
 
-use super::fields::{HopByHop, fixed_hop_by_hop, scan};
+use super::fields::{HopByHop, fixed_hop_by_hop, lower_eq, scan};
 use super::framing::Framing;
 use crate::plugin::HeaderEdit;
 
@@ -277,6 +277,44 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The kept field lines of a head, copied as they came in, a run of consecutive ones with
+/// one copy. A line with anything between its value and CRLF (trailing whitespace) is
+/// written out normalised instead.
+struct Lines<'h> {
+    bytes: &'h [u8],
+    run: Range<usize>,
+}
+
+impl<'h> Lines<'h> {
+    fn new(bytes: &'h [u8]) -> Self {
+        Lines { bytes, run: 0..0 }
+    }
+
+    #[inline]
+    fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
+        let end = f.value.end + 2;
+        if self.bytes.get(f.value.end..end) != Some(&b"\r\n"[..]) {
+            self.flush(out);
+            field(
+                out,
+                &self.bytes[f.name.clone()],
+                &self.bytes[f.value.clone()],
+            );
+            return;
+        }
+        if self.run.is_empty() || self.run.end != f.name.start {
+            self.flush(out);
+            self.run.start = f.name.start;
+        }
+        self.run.end = end;
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes[self.run.clone()]);
+        self.run = 0..0;
+    }
+}
+
 /// Who the request came from, for the forwarding fields: the address is formatted once per
 /// connection, not per request.
 pub struct Client {
@@ -335,23 +373,26 @@ pub fn write_request(
     let mut host = None;
     let mut xff: Vec<&[u8]> = Vec::new();
     let hop = HopByHop::new(h, r.names_fields);
-    for (name, value) in h.iter() {
-        if name.eq_ignore_ascii_case(b"host") {
-            host = Some(value);
+    let mut lines = Lines::new(h.bytes);
+    for f in h.fields {
+        let name = h.span(&f.name);
+        if lower_eq(name, b"host") {
+            host = Some(h.span(&f.value));
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            xff.push(value);
+        if lower_eq(name, b"x-forwarded-for") {
+            xff.push(h.span(&f.value));
             continue;
         }
         if hop.is(name)
             || edited(name)
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || lower_eq(name, b"expect")
+            || lower_eq(name, b"x-forwarded-proto")
         {
             continue;
         }
-        field(out, name, value);
+        lines.keep(out, f);
     }
+    lines.flush(out);
     let authority = r.authority.as_ref().map(|a| h.span(a));
     if host.is_none()
         && let Some(a) = authority
@@ -407,14 +448,16 @@ pub fn write_response(out: &mut Vec<u8>, h: &Head<'_>, r: &Response, client_mino
     out.extend_from_slice(h.span(&r.reason));
     out.extend_from_slice(b"\r\n");
     let hop = HopByHop::new(h, r.names_fields);
-    for (name, value) in h.iter() {
+    let mut lines = Lines::new(h.bytes);
+    for f in h.fields {
+        let name = h.span(&f.name);
         // With chunked framing a Content-Length is wrong (RFC 9112 §6.3): not passed on.
-        let stale_length =
-            r.framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length");
+        let stale_length = r.framing == Framing::Chunked && lower_eq(name, b"content-length");
         if !hop.is(name) && !stale_length {
-            field(out, name, value);
+            lines.keep(out, f);
         }
     }
+    lines.flush(out);
     if r.code == 101 {
         field(out, b"connection", b"upgrade");
         if let Some(u) = h.get("upgrade") {

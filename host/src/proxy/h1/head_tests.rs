@@ -241,6 +241,27 @@ fn responses_go_back_without_hop_by_hop_fields() {
 }
 
 #[test]
+fn kept_field_lines_go_on_as_they_came_and_odd_ones_are_normalised() {
+    // Runs of kept lines keep their spelling and spacing; a dropped field splits a run; a
+    // value with trailing whitespace, or an empty one after it, is written out again.
+    let wire = b"HTTP/1.1 200 OK\r\nX-A:1\r\ncontent-LENGTH:  2\r\nConnection: keep-alive\r\nX-B: b \t\r\nX-Empty:\r\nX-C: c\r\n\r\nhi";
+    let mut out = Vec::new();
+    written(&mut out, wire, 1, true);
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-A:1\r\ncontent-LENGTH:  2\r\nX-B: b\r\nX-Empty:\r\nX-C: c\r\n\r\n"
+    );
+    let wire = b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nAccept:*/*\r\nX-Forwarded-Proto: https\r\nX-Z: z  \r\n\r\n";
+    let out = upstream(wire, &[], "127.0.0.9");
+    assert!(
+        out.starts_with(
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept:*/*\r\nX-Z: z\r\nx-forwarded-for: 127.0.0.9\r\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn local_responses_carry_their_length_and_drop_framing_fields() {
     let mut out = Vec::new();
     write_local(
