@@ -153,6 +153,8 @@ pub struct Gateway {
     pub data: tempfile::TempDir,
     kube_cache: tempfile::TempDir,
     extra: Vec<String>,
+    /// The open-file limit (`ulimit -n`, soft and hard) the gateway starts under, if set.
+    open_files: Option<u64>,
 }
 
 impl Gateway {
@@ -162,6 +164,11 @@ impl Gateway {
 
     /// Starts with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Result<Self> {
+        Self::start_limited(None, extra)
+    }
+
+    /// Starts with extra `serve` flags under an open-file limit of `open_files`.
+    pub fn start_limited(open_files: Option<u64>, extra: &[&str]) -> Result<Self> {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut g = Gateway {
@@ -173,6 +180,7 @@ impl Gateway {
             data: tempfile::tempdir()?,
             kube_cache: tempfile::tempdir()?,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            open_files,
         };
         g.spawn()?;
         Ok(g)
@@ -183,7 +191,18 @@ impl Gateway {
             .create(true)
             .append(true)
             .open(self.data.path().join("switchyard.log"))?;
-        let child = Command::new(binary())
+        // Under a limit, a shell sets it and then becomes the gateway (same pid).
+        let mut command = match self.open_files {
+            None => Command::new(binary()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                c
+            }
+        };
+        let child = command
             .args(["serve", "--data-dir"])
             .arg(self.data.path().join("data"))
             .args([

@@ -37,6 +37,8 @@ struct Failure {
     error: String,
     attempts: u32,
     retry_at: Instant,
+    /// Refused for the socket budget, not by the kernel: retried as soon as sockets free up.
+    over_budget: bool,
 }
 
 impl Drop for Active {
@@ -93,19 +95,38 @@ fn bind(key: &ListenKey, workers: usize, freebind: bool) -> std::io::Result<Vec<
         .collect()
 }
 
+/// When a listener refused for the socket budget would be retried without a closing one.
+const PARKED: Duration = Duration::from_secs(24 * 3600);
+
 fn backoff(attempts: u32) -> Duration {
     Duration::from_millis(500 << attempts.min(6)).min(Duration::from_secs(30))
 }
 
 impl DataPlane {
-    fn open(&self, dp: &Arc<DataPlane>, key: &ListenKey, a: &mut Active) {
+    /// Binds `key` for `a`; `held`: the listener sockets open (kept within the budget).
+    /// Returns whether it was refused for the budget (logged once per pass by the caller).
+    fn open(&self, dp: &Arc<DataPlane>, key: &ListenKey, a: &mut Active, held: &mut usize) -> bool {
         // A managed Service address may reach the host just after its listener is bound.
         let freebind = self.vips.is_some() && !key.addr.ip().is_loopback();
-        match bind(key, self.workers.count(), freebind) {
+        let workers = self.workers.count();
+        let others = *held - a.tasks.len();
+        let over_budget = others + workers > self.socket_budget;
+        let bound = if over_budget {
+            Err(std::io::Error::other(format!(
+                "no descriptor left for it: {others} listener sockets are open of the {} the \
+                 open-file limit of {} allows (the rest is kept for connections and the API); \
+                 raise `ulimit -n`",
+                self.socket_budget, self.open_files
+            )))
+        } else {
+            bind(key, workers, freebind)
+        };
+        match bound {
             Ok(sockets) => {
                 for t in a.tasks.drain(..) {
                     t.abort();
                 }
+                *held = others + sockets.len();
                 for (i, s) in sockets.into_iter().enumerate() {
                     let target = a.target.clone();
                     let dp = dp.clone();
@@ -135,24 +156,37 @@ impl DataPlane {
                 self.metrics.bind_errors.inc();
                 let attempts = a.failure.as_ref().map_or(0, |f| f.attempts + 1);
                 let error = format!("binding {:?} {}: {e}", key.protocol, key.addr);
-                if attempts.is_multiple_of(10) {
-                    tracing::warn!(service = %a.route.service, attempts, "{error}; retrying");
-                }
+                // Over the budget, only a closing listener can make room: it is retried
+                // then (see `reconcile`), not on a timer.
+                let (retry, retry_at) = if over_budget {
+                    tracing::debug!(service = %a.route.service, "{error}");
+                    (
+                        "bound once another listener closes",
+                        Instant::now() + PARKED,
+                    )
+                } else {
+                    if attempts.is_multiple_of(10) {
+                        tracing::warn!(service = %a.route.service, attempts, "{error}; retrying");
+                    }
+                    ("retrying with backoff", Instant::now() + backoff(attempts))
+                };
                 if attempts == 0 {
                     self.events.report(ServiceEvent::about(
                         &a.target.load().view,
                         true,
                         "ListenerBindFailed",
-                        format!("{error}; retrying with backoff"),
+                        format!("{error}; {retry}"),
                     ));
                 }
                 a.failure = Some(Failure {
                     error,
                     attempts,
-                    retry_at: Instant::now() + backoff(attempts),
+                    retry_at,
+                    over_budget,
                 });
             }
         }
+        over_budget
     }
 
     /// Closes, on every worker, the connections to `gone` endpoints still open after the
@@ -220,6 +254,8 @@ pub(super) struct Listeners {
     vip_refs: FxHashMap<IpAddr, u32>,
     /// An address came or went from `vip_refs` since the wanted set was sent.
     vips_stale: bool,
+    /// Listener sockets open (one per worker per bound listener).
+    sockets: usize,
 }
 
 impl Listeners {
@@ -227,6 +263,9 @@ impl Listeners {
     /// last call; then retries failed binds that are due.
     fn reconcile(&mut self, dp: &Arc<DataPlane>, snap: &Arc<Snapshot>) {
         let mut work = snap.changed_since(&self.seen);
+        // A listener closed this pass: ones refused for the socket budget may fit now.
+        let mut freed = false;
+        let mut refused = 0;
         while let Some(service) = work.pop() {
             let wanted = snap
                 .get_key(&service)
@@ -237,6 +276,8 @@ impl Listeners {
                     *w == k && self.active.get(&k).is_some_and(|a| a.route.mode == r.mode)
                 });
                 if !keep && let Some(a) = self.active.remove(&k) {
+                    self.sockets -= a.tasks.len();
+                    freed |= !a.tasks.is_empty();
                     tracing::debug!(listener = %k.addr, service = %a.route.service, "listener closed");
                     self.forget(&k, &a, dp.settings.node_ip);
                     if let Some(waiting) = self.refused.remove(&k) {
@@ -278,7 +319,7 @@ impl Listeners {
                             tasks: Vec::new(),
                             failure: None,
                         };
-                        dp.open(dp, &k, &mut a);
+                        refused += usize::from(dp.open(dp, &k, &mut a, &mut self.sockets));
                         self.remember(&k, &a, dp.settings.node_ip);
                         self.active.insert(k, a);
                     }
@@ -291,9 +332,22 @@ impl Listeners {
         }
         let now = Instant::now();
         for (k, a) in self.active.iter_mut() {
-            if a.failure.as_ref().is_some_and(|f| f.retry_at <= now) {
-                dp.open(dp, k, a);
+            if a.failure
+                .as_ref()
+                .is_some_and(|f| f.retry_at <= now || (freed && f.over_budget))
+            {
+                refused += usize::from(dp.open(dp, k, a, &mut self.sockets));
             }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                open = self.sockets,
+                budget = dp.socket_budget,
+                open_files = dp.open_files,
+                "listeners refused: the open-file limit leaves no descriptor for them (one per \
+                 worker each); raise `ulimit -n` (each is listed in /debug/listeners)"
+            );
         }
         self.seen = snap.clone();
     }

@@ -68,6 +68,9 @@ pub struct DataPlane {
     routes: ArcSwap<reroutes::Reroutes>,
     /// The non-loopback addresses listened on, for [`vips::run`] (`None`: not managed).
     vips: Option<watch::Sender<std::collections::BTreeSet<IpAddr>>>,
+    /// The open-file limit in force, and how many listener sockets may be open under it.
+    open_files: u64,
+    socket_budget: usize,
 }
 
 thread_local! {
@@ -93,6 +96,8 @@ impl DataPlane {
         });
         let dp = Arc::new(DataPlane {
             vips,
+            open_files: files,
+            socket_budget: workers::listener_socket_budget(files),
             workers: workers::Workers::start(settings.workers)?,
             settings,
             plugins,

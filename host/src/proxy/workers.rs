@@ -33,6 +33,19 @@ pub fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
+/// How many listener sockets the data plane may hold under an open-file limit of `limit`
+/// (0: unknown, no budget): all but a reserve (a quarter of the limit, at most 1,024) kept
+/// for accepted connections and the API, admin and DNS sockets. Past it a listener is
+/// refused like one that cannot bind, so thousands of Services never leave the API and
+/// admin endpoints unable to accept.
+pub fn listener_socket_budget(limit: u64) -> usize {
+    if limit == 0 {
+        return usize::MAX;
+    }
+    let reserve = (limit / 4).min(1024);
+    usize::try_from(limit - reserve).unwrap_or(usize::MAX)
+}
+
 pub struct Workers {
     handles: Vec<Handle>,
 }
@@ -82,5 +95,19 @@ impl Workers {
         self.handles[i % self.handles.len()]
             .spawn(task)
             .abort_handle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_socket_budget;
+
+    #[test]
+    fn the_listener_budget_leaves_a_reserve_for_connections_and_the_api() {
+        assert_eq!(listener_socket_budget(20_000), 18_976);
+        assert_eq!(listener_socket_budget(1_048_576), 1_047_552);
+        assert_eq!(listener_socket_budget(1_024), 768);
+        assert_eq!(listener_socket_budget(0), usize::MAX);
+        assert_eq!(listener_socket_budget(u64::MAX), usize::MAX - 1024);
     }
 }
