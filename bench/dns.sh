@@ -11,7 +11,7 @@ mkdir -p "$root/bench/results"
 export OUT="${1:-$root/bench/results/dns-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
 # WARMUP 6 s (the harness's default is 2): the gateway also starts its data plane for the
-# same 10,000 Services (about 18,600 listeners, ~3.5 s of CPU once, on the server core), and
+# same 10,000 Services (about 18,600 listeners, ~2 s of CPU once, on the server core), and
 # the figures are for serving, not for starting. Every server gets the same warmup.
 export ROUNDS="${ROUNDS:-5}" DATA="${DATA:-/tmp/dns-bench-data}" WARMUP="${WARMUP:-6}"
 [ -f "$DATA/services.json" ] || python3 "$root/../shared/bench/dns-gen.py" --out "$DATA"
