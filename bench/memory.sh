@@ -68,7 +68,7 @@ measure() {
   local rss errors
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
   errors=$(curl -fs -m 5 "http://127.0.0.1:$((port + 1))/metrics" |
-    awk '/^switchyard_proxy_listener_bind_errors_total/ {print $2}')
+    awk '/^switchyard_proxy_listener_bind_errors_total/ {print $2}' || true)
   printf '%-16s workers=%s open_fds=%-6s bind_errors=%-4s rss=%s MiB\n' "$label" "$workers" \
     "$fds" "${errors:-?}" "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k / 1024}')"
   stop

@@ -278,8 +278,8 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The kept field lines of a head, copied as they came in, a run of consecutive ones with
-/// one copy. A line with anything between its value and CRLF (trailing whitespace) is
-/// written out normalised instead.
+/// one copy. A line with anything between its value and CRLF (trailing whitespace) or
+/// ending in a bare LF is written out normalised instead.
 struct Lines<'h> {
     bytes: &'h [u8],
     run: Range<usize>,

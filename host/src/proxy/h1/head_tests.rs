@@ -251,6 +251,17 @@ fn kept_field_lines_go_on_as_they_came_and_odd_ones_are_normalised() {
         String::from_utf8(out.clone()).unwrap(),
         "HTTP/1.1 200 OK\r\nX-A:1\r\ncontent-LENGTH:  2\r\nX-B: b\r\nX-Empty:\r\nX-C: c\r\n\r\n"
     );
+    // Bare LF line ends (httparse accepts them) go on as CRLF.
+    written(
+        &mut out,
+        b"HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 0\n\n",
+        1,
+        true,
+    );
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"
+    );
     let wire = b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nAccept:*/*\r\nX-Forwarded-Proto: https\r\nX-Z: z  \r\n\r\n";
     let out = upstream(wire, &[], "127.0.0.9");
     assert!(
