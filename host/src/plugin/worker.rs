@@ -195,6 +195,16 @@ pub(super) struct Asked {
     pub request_line: bool,
 }
 
+impl From<types::Settings> for Asked {
+    fn from(s: types::Settings) -> Self {
+        Asked {
+            headers: s.headers,
+            feedback: s.feedback,
+            request_line: s.request_line,
+        }
+    }
+}
+
 /// What differs between hooks when creating and configuring an instance.
 pub(super) trait HookKind {
     type Bindings;
@@ -236,11 +246,7 @@ impl HookKind for BalancerHook {
     ) -> wasmtime::Result<Result<Asked, String>> {
         Ok(b.switchyard_plugin_balancer()
             .call_configure(store, config)?
-            .map(|s| Asked {
-                headers: s.headers,
-                feedback: s.feedback,
-                request_line: s.request_line,
-            }))
+            .map(Asked::from))
     }
 }
 
@@ -265,9 +271,8 @@ impl HookKind for PolicyHook {
         Ok(b.switchyard_plugin_policy()
             .call_configure(store, config)?
             .map(|s| Asked {
-                headers: s.headers,
-                feedback: false,
-                request_line: s.request_line,
+                feedback: false, // a balancer's setting
+                ..s.into()
             }))
     }
 }

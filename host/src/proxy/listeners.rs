@@ -110,13 +110,14 @@ impl DataPlane {
         let freebind = self.vips.is_some() && !key.addr.ip().is_loopback();
         let workers = self.workers.count();
         let others = *held - a.tasks.len();
-        let over_budget = others + workers > self.socket_budget;
+        let budget = self.socket_budget();
+        let over_budget = others + workers > budget;
         let bound = if over_budget {
             Err(std::io::Error::other(format!(
                 "no descriptor left for it: {others} listener sockets are open of the {} the \
                  open-file limit of {} allows (the rest is kept for connections and the API); \
                  raise `ulimit -n`",
-                self.socket_budget, self.open_files
+                budget, self.open_files
             )))
         } else {
             bind(key, workers, freebind)
@@ -343,7 +344,7 @@ impl Listeners {
             tracing::warn!(
                 refused,
                 open = self.sockets,
-                budget = dp.socket_budget,
+                budget = dp.socket_budget(),
                 open_files = dp.open_files,
                 "listeners refused: the open-file limit leaves no descriptor for them (one per \
                  worker each); raise `ulimit -n` (each is listed in /debug/listeners)"

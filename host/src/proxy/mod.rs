@@ -68,9 +68,8 @@ pub struct DataPlane {
     routes: ArcSwap<reroutes::Reroutes>,
     /// The non-loopback addresses listened on, for [`vips::run`] (`None`: not managed).
     vips: Option<watch::Sender<std::collections::BTreeSet<IpAddr>>>,
-    /// The open-file limit in force, and how many listener sockets may be open under it.
+    /// The open-file limit in force (see [`Self::socket_budget`]).
     open_files: u64,
-    socket_budget: usize,
 }
 
 thread_local! {
@@ -97,7 +96,6 @@ impl DataPlane {
         let dp = Arc::new(DataPlane {
             vips,
             open_files: files,
-            socket_budget: workers::listener_socket_budget(files),
             workers: workers::Workers::start(settings.workers)?,
             settings,
             plugins,
@@ -109,6 +107,11 @@ impl DataPlane {
         });
         tokio::spawn(listeners::run(dp.clone(), snapshot, published));
         Ok(dp)
+    }
+
+    /// How many listener sockets may be open under the open-file limit.
+    fn socket_budget(&self) -> usize {
+        workers::listener_socket_budget(self.open_files)
     }
 
     /// The open (and failing) listeners, as of the last reconcile.

@@ -229,11 +229,7 @@ async fn one_way(mut from: ReadHalf<'_>, to: WriteHalf<'_>) -> std::io::Result<u
             SCRATCH.with(|b| {
                 let mut b = b.borrow_mut();
                 let mut buf = ReadBuf::new(&mut b);
-                match std::pin::Pin::new(&mut from).poll_read(cx, &mut buf) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
+                std::task::ready!(std::pin::Pin::new(&mut from).poll_read(cx, &mut buf))?;
                 let bytes = buf.filled();
                 if !bytes.is_empty() {
                     match to.try_write(bytes) {

@@ -103,8 +103,7 @@ pub(super) async fn serve(
                     let Some(f) = open(&t, client, service, &dp).await else { continue };
                     flows.lock().insert(client, f.clone());
                     tasks.spawn(replies(f.clone(), client, sock.clone(), flows.clone(), t.clone(), dp.clone(), epoch));
-                    f.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    t.metrics.received.inc_by(payload.len() as u64);
+                    received(&f, &t, epoch, payload.len());
                     let datagram = match &f.header {
                         Some(h) => [&h[..], &payload].concat(),
                         None => payload,
@@ -121,6 +120,13 @@ pub(super) async fn serve(
     }
 }
 
+/// Books `n` bytes from the client on `flow`: its idle clock restarts, the port counts them.
+fn received(flow: &Flow, t: &Target, epoch: Instant, n: usize) {
+    flow.last
+        .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    t.metrics.received.inc_by(n as u64);
+}
+
 /// Takes one datagram from `sock` into the worker's buffer and, when its client has a usable
 /// flow, sends it on at once (PROXY header written into the room in front of it).
 fn take(sock: &UdpSocket, flows: &Flows, target: &ArcSwap<Target>, epoch: Instant) -> Taken {
@@ -135,9 +141,7 @@ fn take(sock: &UdpSocket, flows: &Flows, target: &ArcSwap<Target>, epoch: Instan
         let Some(flow) = known.filter(|f| still_usable(f, &target.load(), client, flows)) else {
             return Taken::NewFlow(client, buf[ROOM..ROOM + n].to_vec());
         };
-        flow.last
-            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        target.load().metrics.received.inc_by(n as u64);
+        received(&flow, &target.load(), epoch, n);
         let start = match &flow.header {
             Some(h) if h.len() <= ROOM => {
                 buf[ROOM - h.len()..ROOM].copy_from_slice(h);
