@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Resident memory of the gateway at rest (VmRSS once its open sockets stop changing): empty,
-# then restarted on the 10,000 Services of the DNS bench data set (about 18,600 listeners)
-# with 1 and 2 data-plane workers. The store is the one bench/dns.sh loads through the
-# embedded API (bench/dns-candidate.sh --prepare, run here if missing). Every wait is
-# bounded; each gateway is stopped (and waited for) before the next one starts.
+# then restarted on SERVICES Services (default 10,000, the DNS bench data set: about 18,600
+# listeners) with 1 and 2 data-plane workers. The store is the one bench/dns.sh loads through
+# the embedded API (bench/dns-candidate.sh --prepare, run here if missing); another SERVICES
+# gets its own data set from the same generator. Every wait is bounded; each gateway is
+# stopped (and waited for) before the next one starts.
+#
+# Every listener takes one socket per worker. Where the hard open-file limit cannot hold two
+# workers' worth (on a 20,000 limit: 10,000 Services need ~37,000), SERVICES=4000 still
+# fits and shows what a second worker costs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
-data="${DATA:-/tmp/dns-bench-data}"
+services=${SERVICES:-10000}
+data="${DATA:-/tmp/dns-bench-data$([ "$services" = 10000 ] || echo "-$services")}"
 cache="${SY_DNS_CACHE:-/tmp/switchyard-dns-bench}"
 plugins="${SY_PLUGIN_CACHE:-$root/target/test-plugin-cache}"
 [ -x "$bin" ] || cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
-[ -f "$data/services.json" ] || python3 "$root/../shared/bench/dns-gen.py" --out "$data"
+[ -f "$data/services.json" ] || python3 "$root/../shared/bench/dns-gen.py" --services "$services" --out "$data" >/dev/null
 DNS_DATA="$data" DNS_ADDR=127.0.0.1:15399 "$root/bench/dns-candidate.sh" --prepare
 store="$cache/$(sha256sum "$data/services.json" | cut -c1-16)/store.redb"
 
-# Every listener takes one socket per worker: 2 workers need ~37,000 descriptors. Raised
-# here when allowed (root); the bind-error count below shows when it was not enough.
+# Raised when allowed; the bind-error count below shows when it was not enough.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 pid=""
@@ -75,5 +80,6 @@ measure() {
 }
 
 measure "empty" 1 "" 24590
-measure "10,000 Services" 1 "$store" 24594
-measure "10,000 Services" 2 "$store" 24598
+label="$(sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$services") Services"
+measure "$label" 1 "$store" 24594
+measure "$label" 2 "$store" 24598

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Where a proxy's CPU goes per request: user and system microseconds per request for
+# switchyard (L4 and L7 listeners, Wasm round-robin in the path) and the four anchors of
+# ../shared/bench/proxy-bench.sh (haproxy tcp/http, nginx stream/http), laid out the same way:
+# wrk and an nginx backend on cpu0 (SCHED_BATCH), every proxy alone on cpu1 with one thread.
+# Rounds are interleaved and the target order rotates each round. CPU is read from
+# /proc/<pid>/stat of every process in the proxy's process group before and after each run.
+#
+# Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
+# LOCK_FILE (flocked around each round when set). Results: one JSON line per run appended to
+# $1 (default bench/results/cpu-split-<utc>.jsonl), then a table of medians.
+# Needs wrk, haproxy, nginx and its stream module (bench/proxy.sh's harness installs them).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="${1:-$root/bench/results/cpu-split-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
+rounds=${ROUNDS:-5} secs=${DURATION:-6} sizes=${SIZES:-"100b 16k"} conns=${CONNS:-64}
+base=${BASE_PORT:-24480}
+stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+for tool in wrk haproxy nginx taskset chrt; do
+  command -v "$tool" >/dev/null || { echo "cpu-split: $tool is missing" >&2; exit 1; }
+done
+[ -f "$stream_module" ] || { echo "cpu-split: $stream_module is missing" >&2; exit 1; }
+cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+mkdir -p "$root/bench/results"
+work=$(mktemp -d)
+groups=()
+cleanup() {
+  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  sleep 0.5
+  for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+head -c 100 /dev/zero | tr '\0' a >"$work/100b"
+head -c 16384 /dev/zero | tr '\0' b >"$work/16k"
+cat >"$work/backend.conf" <<EOF
+worker_processes 1; daemon off; master_process off; pid $work/backend.pid;
+error_log $work/backend.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; open_file_cache max=16; keepalive_requests 100000000;
+  server { listen 127.0.0.1:$base; root $work; } }
+EOF
+cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen tcp
+    mode tcp
+    bind 127.0.0.1:$((base + 1))
+    server s1 127.0.0.1:$base
+listen http
+    mode http
+    option http-keep-alive
+    bind 127.0.0.1:$((base + 2))
+    server s1 127.0.0.1:$base
+EOF
+cat >"$work/nginx.conf" <<EOF
+load_module $stream_module;
+worker_processes 1; daemon off; master_process off; pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+stream { server { listen 127.0.0.1:$((base + 3)); proxy_pass 127.0.0.1:$base; } }
+http { access_log off;
+  upstream b { server 127.0.0.1:$base; keepalive 256; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$((base + 4)); keepalive_requests 100000000;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+
+# start NAME CPU SCHED CMD...: runs CMD in its own process group; sets $group.
+start() {
+  local name=$1 cpu=$2 sched=$3
+  shift 3
+  setsid taskset -c "$cpu" chrt "$sched" 0 "$@" >"$work/$name.log" 2>&1 &
+  group=$!
+  groups+=("$group")
+}
+start backend 0 -b nginx -c "$work/backend.conf"
+start haproxy 1 -o haproxy -f "$work/haproxy.cfg"
+hap=$group
+start nginx 1 -o nginx -c "$work/nginx.conf"
+ngx=$group
+BENCH_LISTEN_ADDR=127.0.0.1:$((base + 10)) BENCH_L7_ADDR=127.0.0.1:$((base + 11)) \
+  BENCH_BACKEND_ADDR=127.0.0.1:$base PROXY_THREADS=1 SY_API_PORT=$((base + 20)) \
+  SY_ADMIN_PORT=$((base + 21)) SY_DNS_PORT=$((base + 22)) \
+  start switchyard 1 -o "$root/bench/proxy-candidate.sh"
+sy=$group
+
+declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
+  [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
+  [nginx-http]=$((base + 4)))
+declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
+  [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
+targets=(switchyard-l4 haproxy-tcp nginx-stream switchyard-l7 haproxy-http nginx-http)
+for t in "${targets[@]}"; do
+  ok=0
+  for _ in $(seq 150); do
+    if [ "$(curl -fs -m 1 "http://127.0.0.1:${port[$t]}/16k" 2>/dev/null | wc -c)" = 16384 ]; then
+      ok=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ "$ok" = 1 ] || { echo "cpu-split: $t did not answer on ${port[$t]}" >&2; exit 1; }
+done
+
+# ticks GROUP: user and system clock ticks of every process in the group.
+ticks() {
+  local u=0 s=0 p pu psys
+  for p in $(pgrep -g "$1"); do
+    read -r pu psys < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + pu)) s=$((s + psys))
+  done
+  echo "$u $s"
+}
+hz=$(getconf CLK_TCK)
+run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+for r in $(seq "$rounds"); do
+  [ -z "${LOCK_FILE:-}" ] || exec 9>"$LOCK_FILE"
+  [ -z "${LOCK_FILE:-}" ] || flock 9
+  for size in $sizes; do
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do
+      t=${targets[$(((i + r) % n))]}
+      url="http://127.0.0.1:${port[$t]}/$size"
+      timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "$url" >/dev/null
+      read -r u0 s0 < <(ticks "${owner[$t]}")
+      res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
+      read -r u1 s1 < <(ticks "${owner[$t]}")
+      reqs=$(awk '/requests in/ {print $1}' <<<"$res")
+      [ -n "$reqs" ] || { echo "cpu-split: wrk failed on $t: $res" >&2; exit 1; }
+      errors=$(awk '/Non-2xx|Socket errors/ {print "yes"}' <<<"$res" | head -1)
+      python3 -c "import json; print(json.dumps({'run_id': '$run_id', 'round': $r,
+        'target': '$t', 'size': '$size', 'seconds': $secs, 'requests': $reqs,
+        'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
+        'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes'}))" \
+        >>"$out"
+    done
+  done
+  [ -z "${LOCK_FILE:-}" ] || exec 9>&-
+done
+
+python3 - "$out" "$run_id" <<'EOF'
+import json, statistics as st, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["run_id"] == sys.argv[2]]
+print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
+      f" {'req/s/core':>10} {'errors':>6}")
+for size in dict.fromkeys(r["size"] for r in rows):
+    for t in ("switchyard-l4", "haproxy-tcp", "nginx-stream", "switchyard-l7", "haproxy-http",
+              "nginx-http"):
+        v = [r for r in rows if r["size"] == size and r["target"] == t]
+        user = st.median(r["user_us_per_req"] for r in v)
+        sys_ = st.median(r["sys_us_per_req"] for r in v)
+        total = st.median(r["user_us_per_req"] + r["sys_us_per_req"] for r in v)
+        rps = st.median(r["requests"] / r["seconds"] for r in v)
+        print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {total:9.2f}"
+              f" {1e6 / total:10.0f} {sum(r['errors'] for r in v):6}")
+EOF
