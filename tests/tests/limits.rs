@@ -21,13 +21,13 @@ fn many_ports(g: &Gateway, name: &str, ports: u16) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// Listeners bound and refused (all of them, the `kubernetes` Service's one included), and
+/// How many listeners are bound (all of them, the `kubernetes` Service's one included), and
 /// the refused ones.
-fn states(g: &Gateway) -> (usize, usize, Vec<Value>) {
+fn states(g: &Gateway) -> (usize, Vec<Value>) {
     let all = listeners(g);
     let bound = all.iter().filter(|l| l["state"] == "bound").count();
-    let failed: Vec<Value> = all.into_iter().filter(|l| l["state"] == "failed").collect();
-    (bound, failed.len(), failed)
+    let failed = all.into_iter().filter(|l| l["state"] == "failed").collect();
+    (bound, failed)
 }
 
 fn wide(g: &Gateway) -> usize {
@@ -49,16 +49,15 @@ fn listeners_past_the_open_file_budget_are_refused_and_the_api_keeps_answering()
     for s in ["wide-0", "wide-1", "wide-2"] {
         many_ports(&g, s, 50);
     }
-    let failed = wait_for(
+    let (bound, list) = wait_for(
         Duration::from_secs(20),
         "150 listeners, some refused",
         || {
-            let (bound, failed, list) = states(&g);
-            (wide(&g) == 150 && failed > 0).then_some((bound, list))
+            let (bound, list) = states(&g);
+            (wide(&g) == 150 && !list.is_empty()).then_some((bound, list))
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", states(&g), g.log()));
-    let (bound, list) = failed;
     assert_eq!(
         bound, 112,
         "listeners bound within the budget of 225 sockets"
@@ -80,8 +79,8 @@ fn listeners_past_the_open_file_budget_are_refused_and_the_api_keeps_answering()
     // their backoff.
     g.ok(&["delete", "service", "wide-0"]);
     wait_for(Duration::from_secs(5), "every listener bound", || {
-        let (bound, failed, _) = states(&g);
-        (wide(&g) == 100 && failed == 0 && bound >= 100).then_some(())
+        let (bound, failed) = states(&g);
+        (wide(&g) == 100 && failed.is_empty() && bound >= 100).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", states(&g), g.log()));
 }

@@ -36,9 +36,9 @@ struct Active {
 struct Failure {
     error: String,
     attempts: u32,
-    retry_at: Instant,
-    /// Refused for the socket budget, not by the kernel: retried as soon as sockets free up.
-    over_budget: bool,
+    /// When to bind again; `None`: refused for the socket budget, not by the kernel, so
+    /// bound again as soon as a closing listener frees sockets (see `reconcile`).
+    retry_at: Option<Instant>,
 }
 
 impl Drop for Active {
@@ -94,9 +94,6 @@ fn bind(key: &ListenKey, workers: usize, freebind: bool) -> std::io::Result<Vec<
         })
         .collect()
 }
-
-/// When a listener refused for the socket budget would be retried without a closing one.
-const PARKED: Duration = Duration::from_secs(24 * 3600);
 
 fn backoff(attempts: u32) -> Duration {
     Duration::from_millis(500 << attempts.min(6)).min(Duration::from_secs(30))
@@ -161,15 +158,15 @@ impl DataPlane {
                 // then (see `reconcile`), not on a timer.
                 let (retry, retry_at) = if over_budget {
                     tracing::debug!(service = %a.route.service, "{error}");
-                    (
-                        "bound once another listener closes",
-                        Instant::now() + PARKED,
-                    )
+                    ("bound once another listener closes", None)
                 } else {
                     if attempts.is_multiple_of(10) {
                         tracing::warn!(service = %a.route.service, attempts, "{error}; retrying");
                     }
-                    ("retrying with backoff", Instant::now() + backoff(attempts))
+                    (
+                        "retrying with backoff",
+                        Some(Instant::now() + backoff(attempts)),
+                    )
                 };
                 if attempts == 0 {
                     self.events.report(ServiceEvent::about(
@@ -183,7 +180,6 @@ impl DataPlane {
                     error,
                     attempts,
                     retry_at,
-                    over_budget,
                 });
             }
         }
@@ -335,7 +331,7 @@ impl Listeners {
         for (k, a) in self.active.iter_mut() {
             if a.failure
                 .as_ref()
-                .is_some_and(|f| f.retry_at <= now || (freed && f.over_budget))
+                .is_some_and(|f| f.retry_at.map_or(freed, |at| at <= now))
             {
                 refused += usize::from(dp.open(dp, k, a, &mut self.sockets));
             }
@@ -386,7 +382,7 @@ impl Listeners {
     fn next_retry(&self) -> Option<Instant> {
         self.active
             .values()
-            .filter_map(|a| a.failure.as_ref().map(|f| f.retry_at))
+            .filter_map(|a| a.failure.as_ref()?.retry_at)
             .min()
     }
 
