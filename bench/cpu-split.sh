@@ -6,9 +6,15 @@
 # Rounds are interleaved and the target order rotates each round. CPU is read from
 # /proc/<pid>/stat of every process in the proxy's process group before and after each run.
 #
+# TARGETS may add the two bare relays of bench/floor-relay (tokio-relay, uring-relay: nothing
+# in the path), to compare at the same offered load. Each run also records how the proxy's core
+# (cpu1) spent the time: idle (with iowait, which is how a task asleep in io_uring_enter
+# leaves it), and softirq (the loopback receive work, charged to the proxy's system time).
+#
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
-# LOCK_FILE (flocked around each round when set). Results: one JSON line per run appended to
-# $1 (default bench/results/cpu-split-<utc>.jsonl), then a table of medians.
+# TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
+# line per run appended to $1 (default bench/results/cpu-split-<utc>.jsonl), then a table of
+# medians.
 # Needs wrk, haproxy, nginx and its stream module (bench/proxy.sh's harness installs them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +27,13 @@ for tool in wrk haproxy nginx taskset chrt; do
 done
 [ -f "$stream_module" ] || { echo "cpu-split: $stream_module is missing" >&2; exit 1; }
 cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+all=(switchyard-l4 haproxy-tcp nginx-stream switchyard-l7 haproxy-http nginx-http)
+read -ra targets <<<"${TARGETS:-${all[*]}}"
+relay="$root/target/floor-relay/release"
+if [[ " ${targets[*]} " == *-relay* ]]; then
+  cargo build --release --manifest-path "$root/bench/floor-relay/Cargo.toml" \
+    --target-dir "$root/target/floor-relay"
+fi
 mkdir -p "$root/bench/results"
 work=$(mktemp -d)
 groups=()
@@ -89,13 +102,20 @@ BENCH_LISTEN_ADDR=127.0.0.1:$((base + 10)) BENCH_L7_ADDR=127.0.0.1:$((base + 11)
   SY_ADMIN_PORT=$((base + 21)) SY_DNS_PORT=$((base + 22)) \
   start switchyard 1 -o "$root/bench/proxy-candidate.sh"
 sy=$group
-
 declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
   [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
-  [nginx-http]=$((base + 4)))
+  [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13)))
 declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
   [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
-targets=(switchyard-l4 haproxy-tcp nginx-stream switchyard-l7 haproxy-http nginx-http)
+for r in tokio-relay uring-relay; do
+  if [[ " ${targets[*]} " == *" $r "* ]]; then
+    start "$r" 1 -o "$relay/$r" "127.0.0.1:${port[$r]}" "127.0.0.1:$base"
+    owner[$r]=$group
+  fi
+done
+for t in "${targets[@]}"; do
+  [ -n "${owner[$t]:-}" ] || { echo "cpu-split: unknown target $t" >&2; exit 1; }
+done
 for t in "${targets[@]}"; do
   ok=0
   for _ in $(seq 150); do
@@ -117,6 +137,8 @@ ticks() {
   done
   echo "$u $s"
 }
+# core: the proxy core's line of /proc/stat (user nice system idle iowait irq softirq steal).
+core() { grep '^cpu1 ' /proc/stat | cut -d' ' -f2-; }
 hz=$(getconf CLK_TCK)
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for r in $(seq "$rounds"); do
@@ -129,7 +151,9 @@ for r in $(seq "$rounds"); do
       url="http://127.0.0.1:${port[$t]}/$size"
       timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "$url" >/dev/null
       read -r u0 s0 < <(ticks "${owner[$t]}")
+      c0=$(core)
       res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
+      c1=$(core)
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
       [ -n "$reqs" ] || { echo "cpu-split: wrk failed on $t: $res" >&2; exit 1; }
@@ -137,26 +161,30 @@ for r in $(seq "$rounds"); do
       python3 -c "import json; print(json.dumps({'run_id': '$run_id', 'round': $r,
         'target': '$t', 'size': '$size', 'seconds': $secs, 'requests': $reqs,
         'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
-        'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes'}))" \
+        'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
+        **(lambda d: {'core_idle_pct': 100 * (d[3] + d[4]) / sum(d),
+          'core_softirq_pct': 100 * d[6] / sum(d)})([b - a for a, b in
+          zip(map(int, '$c0'.split()), map(int, '$c1'.split()))])}))" \
         >>"$out"
     done
   done
   [ -z "${LOCK_FILE:-}" ] || exec 9>&-
 done
 
-python3 - "$out" "$run_id" <<'EOF'
+python3 - "$out" "$run_id" "${targets[@]}" <<'EOF'
 import json, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["run_id"] == sys.argv[2]]
 print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
-      f" {'req/s/core':>10} {'errors':>6}")
+      f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'errors':>6}")
 for size in dict.fromkeys(r["size"] for r in rows):
-    for t in ("switchyard-l4", "haproxy-tcp", "nginx-stream", "switchyard-l7", "haproxy-http",
-              "nginx-http"):
+    for t in sys.argv[3:]:
         v = [r for r in rows if r["size"] == size and r["target"] == t]
         user = st.median(r["user_us_per_req"] for r in v)
         sys_ = st.median(r["sys_us_per_req"] for r in v)
         total = st.median(r["user_us_per_req"] + r["sys_us_per_req"] for r in v)
         rps = st.median(r["requests"] / r["seconds"] for r in v)
+        idle = st.median(r.get("core_idle_pct", 0) for r in v)
+        soft = st.median(r.get("core_softirq_pct", 0) for r in v)
         print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {total:9.2f}"
-              f" {1e6 / total:10.0f} {sum(r['errors'] for r in v):6}")
+              f" {1e6 / total:10.0f} {idle:6.1f} {soft:8.1f} {sum(r['errors'] for r in v):6}")
 EOF

@@ -12,6 +12,10 @@ CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PR
     -p my-balancer -p test-plugin-misbehave -p test-plugin-future-major -p test-plugin-other-world
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -- -D warnings
+# The bench-only relays (bench/floor-relay) are their own workspace: same checks.
+cargo fmt --check --manifest-path bench/floor-relay/Cargo.toml
+cargo clippy --release --manifest-path bench/floor-relay/Cargo.toml \
+  --target-dir target/floor-relay -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
