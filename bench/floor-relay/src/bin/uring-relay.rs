@@ -143,6 +143,7 @@ impl Relay {
         let backend =
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if backend < 0 {
+            // SAFETY: the accepted fd is ours and referred to by nothing else.
             unsafe { libc::close(client) };
             return;
         }
@@ -186,7 +187,7 @@ impl Relay {
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32) {
         let op = ud & 7;
-        if op == ACCEPT && ud == ACCEPT {
+        if ud == ACCEPT {
             if res >= 0 {
                 self.accepted(res);
             }
