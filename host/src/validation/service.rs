@@ -15,7 +15,7 @@ use super::{FieldError, q};
 use crate::alloc::Allocators;
 
 mod allocation;
-pub use allocation::{claim_existing, owned_cluster_ip, owned_lb_ips, owned_node_ports, release};
+pub use allocation::{claim_existing, owned_lb_ips, owned_node_ports, release};
 
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];

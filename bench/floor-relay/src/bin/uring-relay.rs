@@ -30,6 +30,17 @@ struct Conn {
     closing: bool,
 }
 
+impl Conn {
+    /// One direction: where it reads from, where it writes to, and its buffer.
+    fn way(&mut self, c2b: bool) -> (RawFd, RawFd, &mut Dir) {
+        if c2b {
+            (self.client, self.backend, &mut self.c2b)
+        } else {
+            (self.backend, self.client, &mut self.b2c)
+        }
+    }
+}
+
 fn dir() -> Dir {
     Dir {
         buf: vec![0; BUF].into_boxed_slice(),
@@ -81,33 +92,27 @@ impl Relay {
         }
     }
 
-    fn recv(&mut self, slot: usize, from_client: bool) {
+    /// Receives the next chunk of one direction (`c2b`: client to backend).
+    fn recv(&mut self, slot: usize, c2b: bool) {
         let c = self.conns[slot].as_mut().unwrap();
-        let (fd, d, op) = if from_client {
-            (c.client, &mut c.c2b, RECV_C)
-        } else {
-            (c.backend, &mut c.b2c, RECV_B)
-        };
-        let e = opcode::Recv::new(types::Fd(fd), d.buf.as_mut_ptr(), BUF as u32)
+        let (from, _, d) = c.way(c2b);
+        let e = opcode::Recv::new(types::Fd(from), d.buf.as_mut_ptr(), BUF as u32)
             .build()
-            .user_data((slot as u64) << 3 | op);
+            .user_data((slot as u64) << 3 | if c2b { RECV_C } else { RECV_B });
         c.inflight += 1;
         self.push(e);
     }
 
-    fn send(&mut self, slot: usize, to_backend: bool) {
+    /// Sends what is left of one direction's chunk.
+    fn send(&mut self, slot: usize, c2b: bool) {
         let c = self.conns[slot].as_mut().unwrap();
-        let (fd, d, op) = if to_backend {
-            (c.backend, &mut c.c2b, SEND_B)
-        } else {
-            (c.client, &mut c.b2c, SEND_C)
-        };
+        let (_, to, d) = c.way(c2b);
         // SAFETY: off < len <= BUF.
         let p = unsafe { d.buf.as_ptr().add(d.off) };
-        let e = opcode::Send::new(types::Fd(fd), p, (d.len - d.off) as u32)
+        let e = opcode::Send::new(types::Fd(to), p, (d.len - d.off) as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data((slot as u64) << 3 | op);
+            .user_data((slot as u64) << 3 | if c2b { SEND_B } else { SEND_C });
         c.inflight += 1;
         self.push(e);
     }
@@ -186,7 +191,6 @@ impl Relay {
     }
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32) {
-        let op = ud & 7;
         if ud == ACCEPT {
             if res >= 0 {
                 self.accepted(res);
@@ -196,53 +200,42 @@ impl Relay {
             }
             return;
         }
-        let slot = (ud >> 3) as usize;
+        let (slot, op) = ((ud >> 3) as usize, ud & 7);
         let c = self.conns[slot].as_mut().unwrap();
         c.inflight -= 1;
         if c.closing {
             return self.reap(slot);
         }
-        match op {
-            CONNECT if res < 0 => self.teardown(slot),
-            CONNECT => {
-                self.recv(slot, true);
-                self.recv(slot, false);
+        if op == CONNECT {
+            if res < 0 {
+                return self.teardown(slot);
             }
-            RECV_C | RECV_B => {
-                let from_client = op == RECV_C;
-                let d = if from_client { &mut c.c2b } else { &mut c.b2c };
-                if res > 0 {
-                    d.len = res as usize;
-                    d.off = 0;
-                    self.send(slot, from_client);
-                } else if res == 0 {
-                    d.eof = true;
-                    let (other, done) = if from_client {
-                        (c.backend, c.b2c.eof)
-                    } else {
-                        (c.client, c.c2b.eof)
-                    };
-                    // SAFETY: the fd is open; half-close the peer's write side.
-                    unsafe { libc::shutdown(other, libc::SHUT_WR) };
-                    if done {
-                        self.teardown(slot);
-                    }
-                } else {
-                    self.teardown(slot);
-                }
+            self.recv(slot, true);
+            return self.recv(slot, false);
+        }
+        if res < 0 {
+            return self.teardown(slot);
+        }
+        // Receiving from the client and sending to the backend are the c2b direction.
+        let c2b = op == RECV_C || op == SEND_B;
+        let (_, to, d) = c.way(c2b);
+        if op == RECV_C || op == RECV_B {
+            if res > 0 {
+                (d.len, d.off) = (res as usize, 0);
+                return self.send(slot, c2b);
             }
-            _ => {
-                let to_backend = op == SEND_B;
-                let d = if to_backend { &mut c.c2b } else { &mut c.b2c };
-                if res < 0 {
-                    return self.teardown(slot);
-                }
-                d.off += res as usize;
-                if d.off < d.len {
-                    self.send(slot, to_backend);
-                } else {
-                    self.recv(slot, to_backend);
-                }
+            d.eof = true;
+            // SAFETY: the fd is open; end the write side the peer reads this direction from.
+            unsafe { libc::shutdown(to, libc::SHUT_WR) };
+            if c.c2b.eof && c.b2c.eof {
+                self.teardown(slot);
+            }
+        } else {
+            d.off += res as usize;
+            if d.off < d.len {
+                self.send(slot, c2b);
+            } else {
+                self.recv(slot, c2b);
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::alloc::{Allocators, Refusal};
 use crate::validation::{FieldError, q};
 
 /// The cluster IP a Service owns in the pool, if any.
-pub fn owned_cluster_ip(svc: &Service) -> Option<Ipv4Addr> {
+fn owned_cluster_ip(svc: &Service) -> Option<Ipv4Addr> {
     let spec = svc.spec.as_ref()?;
     if !wants_cluster_ip(spec) {
         return None;
