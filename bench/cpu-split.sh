@@ -6,15 +6,16 @@
 # Rounds are interleaved and the target order rotates each round. CPU is read from
 # /proc/<pid>/stat of every process in the proxy's process group before and after each run.
 #
-# TARGETS may add the two bare relays of bench/floor-relay (tokio-relay, uring-relay: nothing
-# in the path), to compare at the same offered load. Each run also records how the proxy's core
+# TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay: nothing in
+# the path; tokio-relay-mt: tokio-relay with one parked spare thread, so multi-threaded like the
+# gateway), to compare at the same offered load. Each run also records how the proxy's core
 # (cpu1) spent the time: idle (with iowait, which is how a task asleep in io_uring_enter
 # leaves it), and softirq (the loopback receive work, charged to the proxy's system time).
 #
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
 # TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
-# line per run appended to $1 (default bench/results/cpu-split-<utc>.jsonl), then a table of
-# medians.
+# line per run appended to $1 (default bench/results/cpu-split-<utc>.jsonl), then the tables of
+# bench/cpu-split-summary.py: medians, and each target against the better anchor paired by round.
 # Needs wrk, haproxy, nginx and its stream module (bench/proxy.sh's harness installs them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,12 +105,15 @@ BENCH_LISTEN_ADDR=127.0.0.1:$((base + 10)) BENCH_L7_ADDR=127.0.0.1:$((base + 11)
 sy=$group
 declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
   [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
-  [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13)))
+  [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13))
+  [tokio-relay-mt]=$((base + 14)))
 declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
   [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
-for r in tokio-relay uring-relay; do
+for r in tokio-relay uring-relay tokio-relay-mt; do
   if [[ " ${targets[*]} " == *" $r "* ]]; then
-    start "$r" 1 -o "$relay/$r" "127.0.0.1:${port[$r]}" "127.0.0.1:$base"
+    spare=()
+    [ "$r" != tokio-relay-mt ] || spare=(1)
+    start "$r" 1 -o "$relay/${r%-mt}" "127.0.0.1:${port[$r]}" "127.0.0.1:$base" "${spare[@]}"
     owner[$r]=$group
   fi
 done
@@ -171,20 +175,4 @@ for r in $(seq "$rounds"); do
   [ -z "${LOCK_FILE:-}" ] || exec 9>&-
 done
 
-python3 - "$out" "$run_id" "${targets[@]}" <<'EOF'
-import json, statistics as st, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["run_id"] == sys.argv[2]]
-print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
-      f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'errors':>6}")
-for size in dict.fromkeys(r["size"] for r in rows):
-    for t in sys.argv[3:]:
-        v = [r for r in rows if r["size"] == size and r["target"] == t]
-        user = st.median(r["user_us_per_req"] for r in v)
-        sys_ = st.median(r["sys_us_per_req"] for r in v)
-        total = st.median(r["user_us_per_req"] + r["sys_us_per_req"] for r in v)
-        rps = st.median(r["requests"] / r["seconds"] for r in v)
-        idle = st.median(r.get("core_idle_pct", 0) for r in v)
-        soft = st.median(r.get("core_softirq_pct", 0) for r in v)
-        print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {total:9.2f}"
-              f" {1e6 / total:10.0f} {idle:6.1f} {soft:8.1f} {sum(r['errors'] for r in v):6}")
-EOF
+python3 "$root/bench/cpu-split-summary.py" "$out" "$run_id"

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The tables of bench/cpu-split.sh, from its JSON lines: `cpu-split-summary.py FILE [RUN_ID]`
+(default: the file's last run).
+
+1. Medians per target: req/s, user and system microseconds per request, their total,
+   req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, errors.
+2. Paired per round: in each round, the better anchor's total us/req over the target's, for
+   every target that is not an anchor (switchyard's listeners, the floor relays). Above 1 the
+   target did more requests per core than the better anchor of its layer *in that round*, under
+   the same offered load, which takes out most of the round-to-round swing of the machine.
+"""
+import json
+import statistics as st
+import sys
+
+ANCHORS = {"l4": ("haproxy-tcp", "nginx-stream"), "l7": ("haproxy-http", "nginx-http")}
+
+
+def total(r):
+    return r["user_us_per_req"] + r["sys_us_per_req"]
+
+
+def medians(rows, sizes, targets):
+    print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
+          f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'errors':>6}")
+    for size in sizes:
+        for t in targets:
+            v = [r for r in rows if r["size"] == size and r["target"] == t]
+            if not v:
+                continue
+            user = st.median(r["user_us_per_req"] for r in v)
+            sys_ = st.median(r["sys_us_per_req"] for r in v)
+            tot = st.median(total(r) for r in v)
+            rps = st.median(r["requests"] / r["seconds"] for r in v)
+            # runs from before the core's split was recorded have neither field
+            idle, soft = (f"{st.median(r[k] for r in v):.1f}" if k in v[0] else "-"
+                          for k in ("core_idle_pct", "core_softirq_pct"))
+            print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
+                  f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {sum(r['errors'] for r in v):6}")
+
+
+def paired(rows, sizes, targets):
+    cost = {(r["size"], r["round"], r["target"]): total(r) for r in rows}
+    rounds = sorted({r["round"] for r in rows})
+    lines = []
+    for size in sizes:
+        for t in targets:
+            if any(t in a for a in ANCHORS.values()):
+                continue
+            anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
+            ratios = []
+            for rd in rounds:
+                best = [cost.get((size, rd, a)) for a in anchors]
+                if (size, rd, t) in cost and None not in best:
+                    ratios.append(min(best) / cost[(size, rd, t)])
+            if ratios:
+                lines.append(f"{size:5} {t:14} {len(ratios):6} {st.median(ratios):7.3f}"
+                             f" {min(ratios):6.3f} {max(ratios):6.3f}"
+                             f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}")
+    if lines:
+        print("\npaired per round: the better anchor's us/req over the target's (>1: more per core)")
+        print(f"{'size':5} {'target':14} {'rounds':>6} {'median':>7} {'min':>6} {'max':>6} {'>=1.0':>7}")
+        print("\n".join(lines))
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    run = sys.argv[2] if len(sys.argv) > 2 else rows[-1]["run_id"]
+    rows = [r for r in rows if r["run_id"] == run]
+    if not rows:
+        sys.exit(f"cpu-split-summary: no run {run} in {sys.argv[1]}")
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    seen = list(dict.fromkeys(r["target"] for r in sorted(rows, key=lambda r: r["round"])))
+    # the order the script was given: its round 1 starts at the second target
+    targets = seen[-1:] + seen[:-1]
+    medians(rows, sizes, targets)
+    paired(rows, sizes, targets)
+
+
+if __name__ == "__main__":
+    main()
