@@ -3,7 +3,8 @@
 (default: the file's last run).
 
 1. Medians per target: req/s, user and system microseconds per request, their total,
-   req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, errors.
+   req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
+   switches per request (all the proxy's threads), errors.
 2. Paired per round: in each round, the better anchor's total us/req over the target's, for
    every target that is not an anchor (switchyard's listeners, the floor relays). Above 1 the
    target did more requests per core than the better anchor of its layer *in that round*, under
@@ -22,7 +23,7 @@ def total(r):
 
 def medians(rows, sizes, targets):
     print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
-          f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'errors':>6}")
+          f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'errors':>6}")
     for size in sizes:
         for t in targets:
             v = [r for r in rows if r["size"] == size and r["target"] == t]
@@ -33,10 +34,11 @@ def medians(rows, sizes, targets):
             tot = st.median(total(r) for r in v)
             rps = st.median(r["requests"] / r["seconds"] for r in v)
             # runs from before the core's split was recorded have neither field
-            idle, soft = (f"{st.median(r[k] for r in v):.1f}" if k in v[0] else "-"
-                          for k in ("core_idle_pct", "core_softirq_pct"))
+            idle, soft, cs = (f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
+                              for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
+                                           ("switches_per_req", 2)))
             print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
-                  f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {sum(r['errors'] for r in v):6}")
+                  f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {sum(r['errors'] for r in v):6}")
 
 
 def paired(rows, sizes, targets):

@@ -4,7 +4,9 @@
 # ../shared/bench/proxy-bench.sh (haproxy tcp/http, nginx stream/http), laid out the same way:
 # wrk and an nginx backend on cpu0 (SCHED_BATCH), every proxy alone on cpu1 with one thread.
 # Rounds are interleaved and the target order rotates each round. CPU is read from
-# /proc/<pid>/stat of every process in the proxy's process group before and after each run.
+# /proc/<pid>/stat of every process in the proxy's process group before and after each run,
+# context switches from /proc/<pid>/task/*/status (every thread: a worker that finds no event
+# and sleeps in epoll_wait is one voluntary switch).
 #
 # TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay: nothing in
 # the path; tokio-relay-mt: tokio-relay with one parked spare thread, so multi-threaded like the
@@ -141,6 +143,12 @@ ticks() {
   done
   echo "$u $s"
 }
+# switches GROUP: context switches (voluntary and not) of every thread in the group.
+switches() {
+  local p
+  for p in $(pgrep -g "$1"); do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/ctxt_switches/ {n += $2} END {print n + 0}'
+}
 # core: the proxy core's line of /proc/stat (user nice system idle iowait irq softirq steal).
 core() { grep '^cpu1 ' /proc/stat | cut -d' ' -f2-; }
 hz=$(getconf CLK_TCK)
@@ -155,9 +163,11 @@ for r in $(seq "$rounds"); do
       url="http://127.0.0.1:${port[$t]}/$size"
       timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "$url" >/dev/null
       read -r u0 s0 < <(ticks "${owner[$t]}")
+      w0=$(switches "${owner[$t]}")
       c0=$(core)
       res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
       c1=$(core)
+      w1=$(switches "${owner[$t]}")
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
       [ -n "$reqs" ] || { echo "cpu-split: wrk failed on $t: $res" >&2; exit 1; }
@@ -166,6 +176,7 @@ for r in $(seq "$rounds"); do
         'target': '$t', 'size': '$size', 'seconds': $secs, 'requests': $reqs,
         'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
         'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
+        'switches_per_req': ($w1 - $w0) / $reqs,
         **(lambda d: {'core_idle_pct': 100 * (d[3] + d[4]) / sum(d),
           'core_softirq_pct': 100 * d[6] / sum(d)})([b - a for a, b in
           zip(map(int, '$c0'.split()), map(int, '$c1'.split()))])}))" \
