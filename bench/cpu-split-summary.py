@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The tables of bench/cpu-split.sh, from its JSON lines: `cpu-split-summary.py FILE [RUN_ID]`
-(default: the file's last run).
+(default: the file's last run), or the paired table alone over every run of several files:
+`cpu-split-summary.py --pool FILE...`.
 
 1. Medians per target: req/s, user and system microseconds per request, their total,
    req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
@@ -9,8 +10,10 @@
    every target that is not an anchor (switchyard's listeners, the floor relays). Above 1 the
    target did more requests per core than the better anchor of its layer *in that round*, under
    the same offered load, which takes out most of the round-to-round swing of the machine.
+   With the median, the spread and a 95% interval of the median (bootstrap, seeded).
 """
 import json
+import random
 import statistics as st
 import sys
 
@@ -41,9 +44,16 @@ def medians(rows, sizes, targets):
                   f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {sum(r['errors'] for r in v):6}")
 
 
+def interval(ratios, draws=4000):
+    """95% interval of the median by bootstrap (seeded, so a table can be reproduced)."""
+    rng = random.Random(1)
+    meds = sorted(st.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
+    return meds[draws // 40], meds[draws - 1 - draws // 40]
+
+
 def paired(rows, sizes, targets):
-    cost = {(r["size"], r["round"], r["target"]): total(r) for r in rows}
-    rounds = sorted({r["round"] for r in rows})
+    cost = {(r["run_id"], r["size"], r["round"], r["target"]): total(r) for r in rows}
+    rounds = sorted({(r["run_id"], r["round"]) for r in rows})
     lines = []
     for size in sizes:
         for t in targets:
@@ -51,32 +61,45 @@ def paired(rows, sizes, targets):
                 continue
             anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
             ratios = []
-            for rd in rounds:
-                best = [cost.get((size, rd, a)) for a in anchors]
-                if (size, rd, t) in cost and None not in best:
-                    ratios.append(min(best) / cost[(size, rd, t)])
+            for run, rd in rounds:
+                best = [cost.get((run, size, rd, a)) for a in anchors]
+                if (run, size, rd, t) in cost and None not in best:
+                    ratios.append(min(best) / cost[(run, size, rd, t)])
             if ratios:
+                low, high = interval(ratios)
                 lines.append(f"{size:5} {t:14} {len(ratios):6} {st.median(ratios):7.3f}"
                              f" {min(ratios):6.3f} {max(ratios):6.3f}"
-                             f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}")
+                             f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
+                             f" {low:6.3f}-{high:.3f}")
     if lines:
         print("\npaired per round: the better anchor's us/req over the target's (>1: more per core)")
-        print(f"{'size':5} {'target':14} {'rounds':>6} {'median':>7} {'min':>6} {'max':>6} {'>=1.0':>7}")
+        print(f"{'size':5} {'target':14} {'rounds':>6} {'median':>7} {'min':>6} {'max':>6}"
+              f" {'>=1.0':>7} {'95% of median':>13}")
         print("\n".join(lines))
 
 
+def order(rows):
+    """Targets in the order the script was given (its round 1 starts at the second one)."""
+    seen = list(dict.fromkeys(r["target"] for r in sorted(rows, key=lambda r: r["round"])))
+    return seen[-1:] + seen[:-1]
+
+
 def main():
-    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-    run = sys.argv[2] if len(sys.argv) > 2 else rows[-1]["run_id"]
+    args = sys.argv[1:]
+    if args[:1] == ["--pool"]:
+        rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
+        targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
+                                     for t in order([r for r in rows if r["run_id"] == run])))
+        paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
+        return
+    rows = [json.loads(line) for line in open(args[0]) if line.strip()]
+    run = args[1] if len(args) > 1 else rows[-1]["run_id"]
     rows = [r for r in rows if r["run_id"] == run]
     if not rows:
-        sys.exit(f"cpu-split-summary: no run {run} in {sys.argv[1]}")
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    seen = list(dict.fromkeys(r["target"] for r in sorted(rows, key=lambda r: r["round"])))
-    # the order the script was given: its round 1 starts at the second target
-    targets = seen[-1:] + seen[:-1]
-    medians(rows, sizes, targets)
-    paired(rows, sizes, targets)
+        sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
+    targets = order(rows)
+    medians(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
+    paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
 
 
 if __name__ == "__main__":
