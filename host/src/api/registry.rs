@@ -1,7 +1,8 @@
 //! The registry: Kubernetes write semantics over the store. Metadata (names, generateName,
-//! uid, timestamps, resourceVersion preconditions), subresources, decoding into k8s-openapi
-//! types, validation, Service allocation, namespace lifecycle. Every write, from the API or
-//! from a controller, passes through here under one lock, then waits for durability.
+//! uid, timestamps, resourceVersion preconditions), subresources, namespace lifecycle; each
+//! object passes `admission` (decoding into k8s-openapi types, defaults, validation, Service
+//! allocation) on its way in. Every write, from the API or from a controller, passes through
+//! here under one lock, then waits for durability.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -11,12 +12,16 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
+mod admission;
+
+use admission::meta_str;
+
 use super::patch;
 use super::status::ApiError;
 use crate::alloc::{Allocators, IpPool, PortPool};
 use crate::resources::{self, Resource};
 use crate::store::{Store, Stored, Txn};
-use crate::validation::{self, FieldError, objects, service};
+use crate::validation::{FieldError, service};
 
 /// What the registry needs to know about the cluster it serves.
 #[derive(Clone, Debug)]
@@ -58,41 +63,11 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn meta_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get("metadata")?.get(key)?.as_str()
-}
-
 fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
     if !v.get("metadata").is_some_and(Value::is_object) {
         v["metadata"] = json!({});
     }
     v["metadata"].as_object_mut().expect("object")
-}
-
-/// Fields in `orig` that the typed round trip dropped: unknown to the schema.
-fn unknown_fields(orig: &Value, canon: &Value, path: &str, out: &mut Vec<String>) {
-    match (orig, canon) {
-        (Value::Object(o), Value::Object(c)) => {
-            for (k, v) in o {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match c.get(k) {
-                    Some(cv) => unknown_fields(v, cv, &p, out),
-                    None if v.is_null() => {}
-                    None => out.push(p),
-                }
-            }
-        }
-        (Value::Array(o), Value::Array(c)) => {
-            for (i, (ov, cv)) in o.iter().zip(c).enumerate() {
-                unknown_fields(ov, cv, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 impl Registry {
@@ -167,133 +142,6 @@ impl Registry {
             .ok_or_else(|| not_found(res, name))
     }
 
-    /// Decode, strict-check, then canonicalize through the k8s-openapi type.
-    fn decode(&self, res: &Resource, v: &Value, opts: WriteOpts) -> Result<Value, ApiError> {
-        let canon = res.canonicalize(v).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {e}",
-                res.kind, res.version, res.kind
-            ))
-        })?;
-        if opts.strict {
-            let mut unknown = Vec::new();
-            unknown_fields(v, &canon, "", &mut unknown);
-            unknown.retain(|f| f != "apiVersion" && f != "kind");
-            if !unknown.is_empty() {
-                let list = unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ApiError::BadRequest(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {list}",
-                    res.kind, res.version, res.kind
-                )));
-            }
-        }
-        Ok(canon)
-    }
-
-    fn check_kind(res: &Resource, v: &Value) -> Result<(), ApiError> {
-        if let Some(k) = v.get("kind").and_then(Value::as_str)
-            && !k.is_empty()
-            && k != res.kind
-        {
-            return Err(ApiError::BadRequest(format!(
-                "the kind of the object ({k}) does not match the resource ({})",
-                res.plural
-            )));
-        }
-        Ok(())
-    }
-
-    /// Resource-specific checks; Services are also defaulted and allocated here.
-    fn admit(
-        &self,
-        res: &Resource,
-        mut v: Value,
-        old: Option<&Value>,
-        allocs: &mut Allocators,
-    ) -> Result<Value, ApiError> {
-        let name = meta_str(&v, "name").unwrap_or("").to_string();
-        let mut errs: Vec<FieldError> = Vec::new();
-        if old.is_none() {
-            for m in objects::name_errors(res.plural, &name) {
-                errs.push(FieldError::invalid(
-                    "metadata.name",
-                    validation::q(&name),
-                    m,
-                ));
-            }
-        }
-        errs.extend(objects::metadata(&v));
-        match res.plural {
-            "pods" => errs.extend(objects::pod(&v)),
-            "endpoints" => errs.extend(objects::endpoints(&v)),
-            "endpointslices" => errs.extend(objects::endpoint_slice(&v)),
-            "secrets" => errs.extend(objects::secret(&v)),
-            _ => {}
-        }
-        if res.plural == "services" && errs.is_empty() {
-            let svc: Service = serde_json::from_value(v.clone())
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let old_svc: Option<Service> = old
-                .map(|o| serde_json::from_value(o.clone()))
-                .transpose()
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            match service::admit(svc, old_svc.as_ref(), allocs) {
-                Ok(valid) => {
-                    v = res
-                        .canonicalize(
-                            &serde_json::to_value(valid.into_inner()).expect("serializes"),
-                        )
-                        .map_err(ApiError::BadRequest)?
-                }
-                Err(e) => errs.extend(e),
-            }
-        }
-        if !errs.is_empty() {
-            return Err(ApiError::Invalid {
-                kind: res.kind.into(),
-                name,
-                errors: errs,
-            });
-        }
-        Ok(v)
-    }
-
-    fn defaults_on_create(res: &Resource, v: &mut Value) {
-        match res.plural {
-            "pods" => {
-                // As the API server does: a new Pod's status is the kubelet's to write.
-                v["status"] = json!({"phase": "Pending"});
-                if v.pointer("/spec/restartPolicy").is_none()
-                    && v.get("spec").is_some_and(Value::is_object)
-                {
-                    v["spec"]["restartPolicy"] = json!("Always");
-                }
-            }
-            "namespaces" => {
-                v["spec"] = json!({"finalizers": ["kubernetes"]});
-                v["status"] = json!({"phase": "Active"});
-            }
-            "secrets" if v.get("type").is_none() => v["type"] = json!("Opaque"),
-            _ => {}
-        }
-    }
-
-    fn namespace_of(res: &Resource, url_ns: &str, v: &Value) -> Result<String, ApiError> {
-        if !res.namespaced {
-            return Ok(String::new());
-        }
-        match meta_str(v, "namespace") {
-            Some(ns) if !ns.is_empty() && ns != url_ns => Err(ApiError::BadRequest(
-                "the namespace of the provided object does not match the namespace sent on the request".into(),
-            )),
-            _ => Ok(url_ns.to_string()),
-        }
-    }
-
     pub async fn create(
         &self,
         res: &'static Resource,
@@ -301,9 +149,9 @@ impl Registry {
         body: Value,
         opts: WriteOpts,
     ) -> Result<Bytes, ApiError> {
-        Self::check_kind(res, &body)?;
-        let mut v = self.decode(res, &body, opts)?;
-        let ns = Self::namespace_of(res, url_ns, &v)?;
+        admission::check_kind(res, &body)?;
+        let mut v = admission::decode(res, &body, opts)?;
+        let ns = admission::namespace_of(res, url_ns, &v)?;
         let meta = meta_mut(&mut v);
         let mut name = meta
             .get("name")
@@ -339,7 +187,7 @@ impl Registry {
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
         meta.remove("managedFields");
-        Self::defaults_on_create(res, &mut v);
+        admission::defaults_on_create(res, &mut v);
         let (out, durable) = {
             let mut allocs = self.allocs.lock();
             let mut trial = allocs.clone();
@@ -356,7 +204,7 @@ impl Registry {
                         name: name.clone(),
                     });
                 }
-                let mut v = self.admit(res, v, None, &mut trial)?;
+                let mut v = admission::admit(res, v, None, &mut trial)?;
                 if opts.dry_run {
                     return Ok(Bytes::from(serde_json::to_vec(&v).expect("serializes")));
                 }
@@ -381,8 +229,8 @@ impl Registry {
         body: Value,
         opts: WriteOpts,
     ) -> Result<Bytes, ApiError> {
-        Self::check_kind(res, &body)?;
-        let v = self.decode(res, &body, opts)?;
+        admission::check_kind(res, &body)?;
+        let v = admission::decode(res, &body, opts)?;
         if let Some(n) = meta_str(&v, "name")
             && n != name
         {
@@ -390,7 +238,7 @@ impl Registry {
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
-        Self::namespace_of(res, ns, &v)?;
+        admission::namespace_of(res, ns, &v)?;
         self.replace(res, ns, name, sub, opts, |_| Ok(v)).await
     }
 
@@ -406,13 +254,13 @@ impl Registry {
         self.replace(res, ns, name, sub, opts, |current| {
             let patched = patch::apply(req.kind, current, req.body)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            Self::check_kind(res, &patched)?;
+            admission::check_kind(res, &patched)?;
             if meta_str(&patched, "name") != Some(name) {
                 return Err(ApiError::BadRequest(
                     "metadata.name may not be changed by a patch".into(),
                 ));
             }
-            self.decode(res, &patched, opts)
+            admission::decode(res, &patched, opts)
         })
         .await
     }
@@ -474,7 +322,7 @@ impl Registry {
                     // Status writes skip spec admission (as MetalLB-style controllers expect).
                     new
                 } else {
-                    self.admit(res, new, Some(&current), &mut trial)?
+                    admission::admit(res, new, Some(&current), &mut trial)?
                 };
                 if new == current || opts.dry_run {
                     return Ok(Bytes::from(serde_json::to_vec(&new).expect("serializes")));
@@ -605,6 +453,3 @@ fn not_found(res: &Resource, name: &str) -> ApiError {
         name: name.into(),
     }
 }
-
-#[cfg(test)]
-mod tests;
