@@ -8,9 +8,9 @@
 # context switches from /proc/<pid>/task/*/status (every thread: a worker that finds no event
 # and sleeps in epoll_wait is one voluntary switch).
 #
-# TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay: nothing in
-# the path; tokio-relay-mt: tokio-relay with one parked spare thread, so multi-threaded like the
-# gateway), to compare at the same offered load. Each run also records how the proxy's core
+# TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay, splice-relay:
+# nothing in the path; tokio-relay-mt: tokio-relay with one parked spare thread, so
+# multi-threaded like the gateway), to compare at the same offered load. Each run also records how the proxy's core
 # (cpu1) spent the time: idle (with iowait, which is how a task asleep in io_uring_enter
 # leaves it), and softirq (the loopback receive work, charged to the proxy's system time).
 #
@@ -108,10 +108,10 @@ sy=$group
 declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
   [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
   [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13))
-  [tokio-relay-mt]=$((base + 14)))
+  [tokio-relay-mt]=$((base + 14)) [splice-relay]=$((base + 15)))
 declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
   [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
-for r in tokio-relay uring-relay tokio-relay-mt; do
+for r in tokio-relay uring-relay tokio-relay-mt splice-relay; do
   if [[ " ${targets[*]} " == *" $r "* ]]; then
     spare=()
     [ "$r" != tokio-relay-mt ] || spare=(1)
