@@ -13,11 +13,10 @@
    With the median, the spread and a 95% interval of the median (bootstrap, seeded).
 """
 import json
-import random
 import statistics as st
 import sys
 
-ANCHORS = {"l4": ("haproxy-tcp", "nginx-stream"), "l7": ("haproxy-http", "nginx-http")}
+from paired import ANCHORS, interval, is_anchor
 
 
 def total(r):
@@ -44,20 +43,13 @@ def medians(rows, sizes, targets):
                   f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {sum(r['errors'] for r in v):6}")
 
 
-def interval(ratios, draws=4000):
-    """95% interval of the median by bootstrap (seeded, so a table can be reproduced)."""
-    rng = random.Random(1)
-    meds = sorted(st.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
-    return meds[draws // 40], meds[draws - 1 - draws // 40]
-
-
 def paired(rows, sizes, targets):
     cost = {(r["run_id"], r["size"], r["round"], r["target"]): total(r) for r in rows}
     rounds = sorted({(r["run_id"], r["round"]) for r in rows})
     lines = []
     for size in sizes:
         for t in targets:
-            if any(t in a for a in ANCHORS.values()):
+            if is_anchor(t):
                 continue
             anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
             ratios = []

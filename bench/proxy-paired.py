@@ -12,17 +12,10 @@ Targets of one round run one after another, not at once, so this pairing is loos
 cpu-split's; medians, rounds at or above 1.0, and a seeded bootstrap 95% interval of the median.
 """
 import json
-import random
 import statistics as st
 import sys
 
-ANCHORS = {"l4": ("haproxy-tcp", "nginx-stream"), "l7": ("haproxy-http", "nginx-http")}
-
-
-def interval(ratios, draws=4000):
-    rng = random.Random(1)
-    meds = sorted(st.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
-    return meds[draws // 40], meds[draws - 1 - draws // 40]
+from paired import ANCHORS, interval, is_anchor
 
 
 def main():
@@ -32,7 +25,7 @@ def main():
     by = {(r["run_id"], r["size"], r["target"]): r for r in rows}
     pooled = {}
     for (run, size, t), r in by.items():
-        if t == "direct" or any(t in a for a in ANCHORS.values()):
+        if t == "direct" or is_anchor(t):
             continue
         anchors = [by.get((run, size, a)) for a in ANCHORS[r["layer"]]]
         if None in anchors:

@@ -107,23 +107,10 @@ fn raw_http_errors_are_kubernetes_statuses() {
     let big = vec![b'a'; 3 * 1024 * 1024 + 1];
     let (code, body) = http("POST", &g.api, svc_path, "application/json", &big).unwrap();
     assert_eq!(code, 413, "{body}");
-    let (code, body) = http(
-        "GET",
-        &g.api,
-        "/api/v1/namespaces/default/widgets",
-        "application/json",
-        b"",
-    )
-    .unwrap();
+    let get = |path| http("GET", &g.api, path, "application/json", b"").unwrap();
+    let (code, body) = get("/api/v1/namespaces/default/widgets");
     assert_eq!(code, 404, "{body}");
-    let (code, _) = http(
-        "GET",
-        &g.api,
-        "/api/v1/namespaces/default/services/nope",
-        "application/json",
-        b"",
-    )
-    .unwrap();
+    let (code, _) = get("/api/v1/namespaces/default/services/nope");
     assert_eq!(code, 404);
     // Garbage of every shape never takes the server down.
     for body in [
