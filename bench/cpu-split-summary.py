@@ -5,12 +5,15 @@
 
 1. Medians per target: req/s, user and system microseconds per request, their total,
    req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
-   switches per request (all the proxy's threads), errors.
+   switches per request (all the proxy's threads), the whole machine's busy microseconds per
+   request (both cores), errors.
 2. Paired per round: in each round, the better anchor's total us/req over the target's, for
    every target that is not an anchor (switchyard's listeners, the floor relays). Above 1 the
    target did more requests per core than the better anchor of its layer *in that round*, under
    the same offered load, which takes out most of the round-to-round swing of the machine.
    With the median, the spread and a 95% interval of the median (bootstrap, seeded).
+3. The same pairing on the whole machine's busy microseconds per request, for runs that
+   recorded it: fair to a relay whose work runs outside its own process (sockmap-relay).
 """
 import json
 import statistics as st
@@ -23,9 +26,14 @@ def total(r):
     return r["user_us_per_req"] + r["sys_us_per_req"]
 
 
+def machine(r):
+    return r["machine_us_per_req"]
+
+
 def medians(rows, sizes, targets):
     print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
-          f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'errors':>6}")
+          f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'mach us':>7}"
+          f" {'errors':>6}")
     for size in sizes:
         for t in targets:
             v = [r for r in rows if r["size"] == size and r["target"] == t]
@@ -36,15 +44,18 @@ def medians(rows, sizes, targets):
             tot = st.median(total(r) for r in v)
             rps = st.median(r["requests"] / r["seconds"] for r in v)
             # runs from before the core's split was recorded have neither field
-            idle, soft, cs = (f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
-                              for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
-                                           ("switches_per_req", 2)))
+            idle, soft, cs, mach = (
+                f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
+                for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
+                             ("switches_per_req", 2), ("machine_us_per_req", 2)))
             print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
-                  f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {sum(r['errors'] for r in v):6}")
+                  f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {mach:>7}"
+                  f" {sum(r['errors'] for r in v):6}")
 
 
-def paired(rows, sizes, targets):
-    cost = {(r["run_id"], r["size"], r["round"], r["target"]): total(r) for r in rows}
+def paired(rows, sizes, targets, measure=total, what="us/req"):
+    cost = {(r["run_id"], r["size"], r["round"], r["target"]): measure(r) for r in rows
+            if measure is total or "machine_us_per_req" in r}
     rounds = sorted({(r["run_id"], r["round"]) for r in rows})
     lines = []
     for size in sizes:
@@ -64,7 +75,7 @@ def paired(rows, sizes, targets):
                              f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
                              f" {low:6.3f}-{high:.3f}")
     if lines:
-        print("\npaired per round: the better anchor's us/req over the target's (>1: more per core)")
+        print(f"\npaired per round: the better anchor's {what} over the target's (>1: cheaper)")
         print(f"{'size':5} {'target':14} {'rounds':>6} {'median':>7} {'min':>6} {'max':>6}"
               f" {'>=1.0':>7} {'95% of median':>13}")
         print("\n".join(lines))
@@ -83,6 +94,8 @@ def main():
         targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
                                      for t in order([r for r in rows if r["run_id"] == run])))
         paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
+        paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets, machine,
+               "whole-machine us/req")
         return
     rows = [json.loads(line) for line in open(args[0]) if line.strip()]
     run = args[1] if len(args) > 1 else rows[-1]["run_id"]
@@ -90,8 +103,10 @@ def main():
     if not rows:
         sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
     targets = order(rows)
-    medians(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
-    paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    medians(rows, sizes, targets)
+    paired(rows, sizes, targets)
+    paired(rows, sizes, targets, machine, "whole-machine us/req")
 
 
 if __name__ == "__main__":

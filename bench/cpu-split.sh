@@ -8,11 +8,14 @@
 # context switches from /proc/<pid>/task/*/status (every thread: a worker that finds no event
 # and sleeps in epoll_wait is one voluntary switch).
 #
-# TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay, splice-relay:
-# nothing in the path; tokio-relay-mt: tokio-relay with one parked spare thread, so
-# multi-threaded like the gateway), to compare at the same offered load. Each run also records how the proxy's core
-# (cpu1) spent the time: idle (with iowait, which is how a task asleep in io_uring_enter
-# leaves it), and softirq (the loopback receive work, charged to the proxy's system time).
+# TARGETS may add the bare relays of bench/floor-relay (tokio-relay, uring-relay, splice-relay,
+# sockmap-relay: nothing in the path; tokio-relay-mt: tokio-relay with one parked spare thread,
+# so multi-threaded like the gateway), to compare at the same offered load. Each run also
+# records how the proxy's core (cpu1) spent the time: idle (with iowait, which is how a task
+# asleep in io_uring_enter leaves it), and softirq (the loopback receive work, charged to the
+# proxy's system time); and the whole machine's busy CPU per request (both cores: wrk, the
+# backend, every proxy, kernel threads), the fair measure for sockmap-relay, whose bytes move
+# in softirq and kernel workers on the sender's core instead of in its own process.
 #
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
 # TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
@@ -108,10 +111,10 @@ sy=$group
 declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
   [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
   [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13))
-  [tokio-relay-mt]=$((base + 14)) [splice-relay]=$((base + 15)))
+  [tokio-relay-mt]=$((base + 14)) [splice-relay]=$((base + 15)) [sockmap-relay]=$((base + 16)))
 declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
   [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
-for r in tokio-relay uring-relay tokio-relay-mt splice-relay; do
+for r in tokio-relay uring-relay tokio-relay-mt splice-relay sockmap-relay; do
   if [[ " ${targets[*]} " == *" $r "* ]]; then
     spare=()
     [ "$r" != tokio-relay-mt ] || spare=(1)
@@ -151,6 +154,8 @@ switches() {
 }
 # core: the proxy core's line of /proc/stat (user nice system idle iowait irq softirq steal).
 core() { grep '^cpu1 ' /proc/stat | cut -d' ' -f2-; }
+# machine: busy ticks of all cores together (everything but idle and iowait).
+machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for r in $(seq "$rounds"); do
@@ -164,9 +169,9 @@ for r in $(seq "$rounds"); do
       timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "$url" >/dev/null
       read -r u0 s0 < <(ticks "${owner[$t]}")
       w0=$(switches "${owner[$t]}")
-      c0=$(core)
+      c0=$(core) m0=$(machine)
       res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
-      c1=$(core)
+      c1=$(core) m1=$(machine)
       w1=$(switches "${owner[$t]}")
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
@@ -177,6 +182,7 @@ for r in $(seq "$rounds"); do
         'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
         'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
         'switches_per_req': ($w1 - $w0) / $reqs,
+        'machine_us_per_req': ($m1 - $m0) * 1e6 / $hz / $reqs,
         **(lambda d: {'core_idle_pct': 100 * (d[3] + d[4]) / sum(d),
           'core_softirq_pct': 100 * d[6] / sum(d)})([b - a for a, b in
           zip(map(int, '$c0'.split()), map(int, '$c1'.split()))])}))" \
