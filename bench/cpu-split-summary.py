@@ -7,11 +7,13 @@
    req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
    switches per request (all the proxy's threads), the whole machine's busy microseconds per
    request (both cores), errors.
-2. Paired per round: in each round, the better anchor's total us/req over the target's, for
-   every target that is not an anchor (switchyard's listeners, the floor relays). Above 1 the
-   target did more requests per core than the better anchor of its layer *in that round*, under
-   the same offered load, which takes out most of the round-to-round swing of the machine.
-   With the median, the spread and a 95% interval of the median (bootstrap, seeded).
+2. Paired per round: for every target that is not an anchor (switchyard's listeners, the floor
+   relays), the better anchor of its layer (the one with the lower median over the same rounds,
+   see paired.better) is taken, and in each round its total us/req is divided by the
+   target's. Above 1 the target did more requests per core than that anchor *in that round*,
+   under the same offered load, which takes out most of the round-to-round swing of the
+   machine. With the anchor, the median, the spread and a 95% interval of the median
+   (bootstrap, seeded).
 3. The same pairing on the whole machine's busy microseconds per request, for runs that
    recorded it: fair to a relay whose work runs outside its own process (sockmap-relay).
 """
@@ -19,7 +21,7 @@ import json
 import statistics as st
 import sys
 
-from paired import ANCHORS, interval, is_anchor
+from paired import ANCHORS, better, interval, is_anchor
 
 
 def total(r):
@@ -63,21 +65,22 @@ def paired(rows, sizes, targets, measure=total, what="us/req"):
             if is_anchor(t):
                 continue
             anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
-            ratios = []
-            for run, rd in rounds:
-                best = [cost.get((run, size, rd, a)) for a in anchors]
-                if (run, size, rd, t) in cost and None not in best:
-                    ratios.append(min(best) / cost[(run, size, rd, t)])
-            if ratios:
-                low, high = interval(ratios)
-                lines.append(f"{size:5} {t:14} {len(ratios):6} {st.median(ratios):7.3f}"
-                             f" {min(ratios):6.3f} {max(ratios):6.3f}"
-                             f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
-                             f" {low:6.3f}-{high:.3f}")
+            shared = [(run, rd) for run, rd in rounds
+                      if all((run, size, rd, x) in cost for x in (t, *anchors))]
+            if not shared:
+                continue
+            best = better({a: [cost[(run, size, rd, a)] for run, rd in shared] for a in anchors})
+            ratios = [cost[(run, size, rd, best)] / cost[(run, size, rd, t)]
+                      for run, rd in shared]
+            low, high = interval(ratios)
+            lines.append(f"{size:5} {t:14} {best:13} {len(ratios):6} {st.median(ratios):7.3f}"
+                         f" {min(ratios):6.3f} {max(ratios):6.3f}"
+                         f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
+                         f" {low:6.3f}-{high:.3f}")
     if lines:
         print(f"\npaired per round: the better anchor's {what} over the target's (>1: cheaper)")
-        print(f"{'size':5} {'target':14} {'rounds':>6} {'median':>7} {'min':>6} {'max':>6}"
-              f" {'>=1.0':>7} {'95% of median':>13}")
+        print(f"{'size':5} {'target':14} {'anchor':13} {'rounds':>6} {'median':>7} {'min':>6}"
+              f" {'max':>6} {'>=1.0':>7} {'95% of median':>13}")
         print("\n".join(lines))
 
 
