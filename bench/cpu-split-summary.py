@@ -8,7 +8,7 @@
    switches per request (all the proxy's threads), the whole machine's busy microseconds per
    request (both cores), errors.
 2. Paired per round: for every target that is not an anchor (switchyard's listeners, the floor
-   relays), the better anchor of its layer (the one with the lower median over the same rounds,
+   relays but sockmap-relay, whose own CPU leaves out its work), the better anchor of its layer (the one with the lower median over the same rounds,
    see paired.better) is taken, and in each round its total us/req is divided by the
    target's. Above 1 the target did more requests per core than that anchor *in that round*,
    under the same offered load, which takes out most of the round-to-round swing of the
@@ -29,7 +29,13 @@ def total(r):
 
 
 def machine(r):
-    return r["machine_us_per_req"]
+    """None for runs from before it was recorded."""
+    return r.get("machine_us_per_req")
+
+
+# Targets whose bytes move outside their own process (in kernel workers on the sender's core):
+# their own CPU per request compares with nothing, so only the whole machine's is paired.
+OFF_PROCESS = {"sockmap-relay"}
 
 
 def medians(rows, sizes, targets):
@@ -55,14 +61,14 @@ def medians(rows, sizes, targets):
                   f" {sum(r['errors'] for r in v):6}")
 
 
-def paired(rows, sizes, targets, measure=total, what="us/req"):
+def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS):
     cost = {(r["run_id"], r["size"], r["round"], r["target"]): measure(r) for r in rows
-            if measure is total or "machine_us_per_req" in r}
+            if measure(r) is not None}
     rounds = sorted({(r["run_id"], r["round"]) for r in rows})
     lines = []
     for size in sizes:
         for t in targets:
-            if is_anchor(t):
+            if is_anchor(t) or t in skip:
                 continue
             anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
             shared = [(run, rd) for run, rd in rounds
@@ -96,9 +102,9 @@ def main():
         rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
         targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
                                      for t in order([r for r in rows if r["run_id"] == run])))
-        paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets)
-        paired(rows, list(dict.fromkeys(r["size"] for r in rows)), targets, machine,
-               "whole-machine us/req")
+        sizes = list(dict.fromkeys(r["size"] for r in rows))
+        paired(rows, sizes, targets)
+        paired(rows, sizes, targets, machine, "whole-machine us/req", set())
         return
     rows = [json.loads(line) for line in open(args[0]) if line.strip()]
     run = args[1] if len(args) > 1 else rows[-1]["run_id"]
@@ -109,7 +115,7 @@ def main():
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     medians(rows, sizes, targets)
     paired(rows, sizes, targets)
-    paired(rows, sizes, targets, machine, "whole-machine us/req")
+    paired(rows, sizes, targets, machine, "whole-machine us/req", set())
 
 
 if __name__ == "__main__":
