@@ -17,6 +17,9 @@
 # backend, every proxy, kernel threads), the fair measure for sockmap-relay, whose bytes move
 # in softirq and kernel workers on the sender's core instead of in its own process.
 #
+# SY_BIN_B=/path/to/another/switchyard adds target switchyard-l4-b: that build's L4 listener,
+# started the same way, so two builds are paired round by round (an A/B of a build change).
+#
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
 # TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
 # line per run appended to $1 (default bench/results/cpu-split-<utc>.jsonl), then the tables of
@@ -108,12 +111,20 @@ BENCH_LISTEN_ADDR=127.0.0.1:$((base + 10)) BENCH_L7_ADDR=127.0.0.1:$((base + 11)
   SY_ADMIN_PORT=$((base + 21)) SY_DNS_PORT=$((base + 22)) \
   start switchyard 1 -o "$root/bench/proxy-candidate.sh"
 sy=$group
+if [ -n "${SY_BIN_B:-}" ]; then
+  SWITCHYARD_BIN=$SY_BIN_B BENCH_LISTEN_ADDR=127.0.0.1:$((base + 17)) \
+    BENCH_BACKEND_ADDR=127.0.0.1:$base PROXY_THREADS=1 SY_API_PORT=$((base + 23)) \
+    SY_ADMIN_PORT=$((base + 24)) SY_DNS_PORT=$((base + 25)) \
+    start switchyard-b 1 -o "$root/bench/proxy-candidate.sh"
+  sy_b=$group
+fi
 declare -A port=([switchyard-l4]=$((base + 10)) [haproxy-tcp]=$((base + 1))
   [nginx-stream]=$((base + 3)) [switchyard-l7]=$((base + 11)) [haproxy-http]=$((base + 2))
   [nginx-http]=$((base + 4)) [tokio-relay]=$((base + 12)) [uring-relay]=$((base + 13))
-  [tokio-relay-mt]=$((base + 14)) [splice-relay]=$((base + 15)) [sockmap-relay]=$((base + 16)))
+  [tokio-relay-mt]=$((base + 14)) [splice-relay]=$((base + 15)) [sockmap-relay]=$((base + 16))
+  [switchyard-l4-b]=$((base + 17)))
 declare -A owner=([switchyard-l4]=$sy [switchyard-l7]=$sy [haproxy-tcp]=$hap
-  [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx)
+  [haproxy-http]=$hap [nginx-stream]=$ngx [nginx-http]=$ngx [switchyard-l4-b]=${sy_b:-})
 for r in tokio-relay uring-relay tokio-relay-mt splice-relay sockmap-relay; do
   if [[ " ${targets[*]} " == *" $r "* ]]; then
     spare=()
