@@ -98,25 +98,23 @@ def order(rows):
 
 def main():
     args = sys.argv[1:]
-    if args[:1] == ["--pool"]:
+    pool = args[:1] == ["--pool"]
+    if pool:
         rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
         targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
                                      for t in order([r for r in rows if r["run_id"] == run])))
-        sizes = list(dict.fromkeys(r["size"] for r in rows))
-        paired(rows, sizes, targets)
-        paired(rows, sizes, targets, machine, "whole-machine us/req", set())
-        return
-    rows = [json.loads(line) for line in open(args[0]) if line.strip()]
-    run = args[1] if len(args) > 1 else rows[-1]["run_id"]
-    rows = [r for r in rows if r["run_id"] == run]
-    if not rows:
-        sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
-    targets = order(rows)
+    else:
+        rows = [json.loads(line) for line in open(args[0]) if line.strip()]
+        run = args[1] if len(args) > 1 else rows[-1]["run_id"]
+        rows = [r for r in rows if r["run_id"] == run]
+        if not rows:
+            sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
+        targets = order(rows)
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    medians(rows, sizes, targets)
+    if not pool:
+        medians(rows, sizes, targets)
     paired(rows, sizes, targets)
     paired(rows, sizes, targets, machine, "whole-machine us/req", set())
-
 
 if __name__ == "__main__":
     main()
