@@ -105,11 +105,11 @@ impl Limits {
         Limits {
             call_fuel: us * 1_000,
             setup_fuel: 2_000_000_000, // ~2 s of guest work: update with 100k endpoints
-            // Wall clock: 20x the budget (at least 10 ms), so only a thread stalled far
-            // beyond any scheduling delay trips it. One tick more, as the first one may
-            // come at once.
-            call_ticks: (us * 20 / tick).max(10_000 / tick) + 1,
-            setup_ticks: 5_000_000 / tick + 1,
+            // Wall clock: 20x the budget rounded up to whole ticks (so at least one), so
+            // only a thread stalled far beyond any scheduling delay trips it. One tick
+            // more, as the first one may come at once.
+            call_ticks: (us * 20).div_ceil(tick).max(1) + 1,
+            setup_ticks: 5_000_000_u64.div_ceil(tick) + 1,
             memory_bytes,
         }
     }

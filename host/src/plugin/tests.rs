@@ -201,3 +201,16 @@ fn feedback_reaches_least_conn() {
     );
     assert_eq!(p.pick(&svc, 0, &a), Some(1));
 }
+
+#[test]
+fn wall_clock_backstops_are_whole_ticks_past_twenty_times_the_budget() {
+    // 100 ms ticks: 20 x 500 us is 10 ms, one tick, plus the one that may come at once.
+    let l = Limits::new(std::time::Duration::from_micros(500), 1 << 20);
+    assert_eq!((l.call_fuel, l.call_ticks, l.setup_ticks), (500_000, 2, 51));
+    // 20 x 10 ms is 200 ms: two ticks, plus one.
+    let l = Limits::new(std::time::Duration::from_millis(10), 1 << 20);
+    assert_eq!(l.call_ticks, 3);
+    // 20 x 5.001 ms is a little over one tick: rounded up.
+    let l = Limits::new(std::time::Duration::from_micros(5_001), 1 << 20);
+    assert_eq!(l.call_ticks, 3);
+}
