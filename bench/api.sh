@@ -3,5 +3,6 @@
 # then readiness -> snapshot latency. Sizes: SERVICES, PODS, PROBES (environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p switchyard
-SWITCHYARD_BIN="$PWD/target/release/switchyard" cargo bench -p switchyard-e2e --bench api
+root=$PWD
+. bench/build-switchyard.sh
+cargo bench -p switchyard-e2e --bench api

@@ -16,6 +16,9 @@
    (bootstrap, seeded).
 3. The same pairing on the whole machine's busy microseconds per request, for runs that
    recorded it: fair to a relay whose work runs outside its own process (sockmap-relay).
+
+A switchyard build other than release is a target of its own (`switchyard-l4@dist`, from the
+rows' `build`, see `label`).
 """
 import json
 import statistics as st
@@ -38,8 +41,20 @@ def machine(r):
 OFF_PROCESS = {"sockmap-relay"}
 
 
+def label(r):
+    """The target a row counts for. switchyard's listeners run by a build other than release
+    (cpu-split.sh's SY_BUILD, SY_BUILD_B) are targets of their own, `switchyard-l4@dist`; the
+    second build's rows, when named `release`, count as switchyard-l4."""
+    t, b = r["target"], r.get("build")
+    if not b:
+        return t
+    if t == "switchyard-l4-b":
+        t = "switchyard-l4"
+    return t if b == "release" else f"{t}@{b}"
+
+
 def medians(rows, sizes, targets):
-    print(f"{'size':5} {'target':14} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
+    print(f"{'size':5} {'target':20} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
           f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'mach us':>7}"
           f" {'errors':>6}")
     for size in sizes:
@@ -56,7 +71,7 @@ def medians(rows, sizes, targets):
                 f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
                 for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
                              ("switches_per_req", 2), ("machine_us_per_req", 2)))
-            print(f"{size:5} {t:14} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
+            print(f"{size:5} {t:20} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
                   f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {mach:>7}"
                   f" {sum(r['errors'] for r in v):6}")
 
@@ -70,7 +85,7 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
         for t in targets:
             if is_anchor(t) or t in skip:
                 continue
-            anchors = ANCHORS["l7" if t.endswith("-l7") else "l4"]
+            anchors = ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
             shared = [(run, rd) for run, rd in rounds
                       if all((run, size, rd, x) in cost for x in (t, *anchors))]
             if not shared:
@@ -79,13 +94,13 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
             ratios = [cost[(run, size, rd, best)] / cost[(run, size, rd, t)]
                       for run, rd in shared]
             low, high = interval(ratios)
-            lines.append(f"{size:5} {t:14} {best:13} {len(ratios):6} {st.median(ratios):7.3f}"
+            lines.append(f"{size:5} {t:20} {best:13} {len(ratios):6} {st.median(ratios):7.3f}"
                          f" {min(ratios):6.3f} {max(ratios):6.3f}"
                          f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
                          f" {low:6.3f}-{high:.3f}")
     if lines:
         print(f"\npaired per round: the better anchor's {what} over the target's (>1: cheaper)")
-        print(f"{'size':5} {'target':14} {'anchor':13} {'rounds':>6} {'median':>7} {'min':>6}"
+        print(f"{'size':5} {'target':20} {'anchor':13} {'rounds':>6} {'median':>7} {'min':>6}"
               f" {'max':>6} {'>=1.0':>7} {'95% of median':>13}")
         print("\n".join(lines))
 
@@ -101,12 +116,16 @@ def main():
     pool = args[:1] == ["--pool"]
     if pool:
         rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
+        for r in rows:
+            r["target"] = label(r)
         targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
                                      for t in order([r for r in rows if r["run_id"] == run])))
     else:
         rows = [json.loads(line) for line in open(args[0]) if line.strip()]
         run = args[1] if len(args) > 1 else rows[-1]["run_id"]
         rows = [r for r in rows if r["run_id"] == run]
+        for r in rows:
+            r["target"] = label(r)
         if not rows:
             sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
         targets = order(rows)

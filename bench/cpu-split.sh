@@ -17,8 +17,13 @@
 # backend, every proxy, kernel threads), the fair measure for sockmap-relay, whose bytes move
 # in softirq and kernel workers on the sender's core instead of in its own process.
 #
-# SY_BIN_B=/path/to/another/switchyard adds target switchyard-l4-b: that build's L4 listener,
-# started the same way, so two builds are paired round by round (an A/B of a build change).
+# The gateway is built with SY_PROFILE (release; `dist` for the production build) unless
+# SWITCHYARD_BIN names a binary (bench/build-switchyard.sh). Its rows record the build (SY_BUILD,
+# else the profile); the summary shows a build other than release as a target of its own
+# (switchyard-l4@dist). SY_BIN_B=/path/to/another/switchyard adds target switchyard-l4-b: that
+# build's L4 listener, started the same way, so two builds are paired round by round (an A/B of
+# a build change); SY_BUILD_B names it (its rows then count as switchyard-l4@NAME, or as
+# switchyard-l4 for `release`; it must differ from the first build's name).
 #
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
 # TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
@@ -35,7 +40,7 @@ for tool in wrk haproxy nginx taskset chrt; do
   command -v "$tool" >/dev/null || { echo "cpu-split: $tool is missing" >&2; exit 1; }
 done
 [ -f "$stream_module" ] || { echo "cpu-split: $stream_module is missing" >&2; exit 1; }
-cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+. "$root/bench/build-switchyard.sh"
 all=(switchyard-l4 haproxy-tcp nginx-stream switchyard-l7 haproxy-http nginx-http)
 read -ra targets <<<"${TARGETS:-${all[*]}}"
 relay="$root/target/floor-relay/release"
@@ -187,9 +192,15 @@ for r in $(seq "$rounds"); do
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
       [ -n "$reqs" ] || { echo "cpu-split: wrk failed on $t: $res" >&2; exit 1; }
+      case $t in
+        switchyard-l4-b) b=${SY_BUILD_B:-} ;;
+        switchyard-*) b=$build ;;
+        *) b= ;;
+      esac
       errors=$(awk '/Non-2xx|Socket errors/ {print "yes"}' <<<"$res" | head -1)
       python3 -c "import json; print(json.dumps({'run_id': '$run_id', 'round': $r,
-        'target': '$t', 'size': '$size', 'seconds': $secs, 'requests': $reqs,
+        'target': '$t', 'build': '$b' or None, 'size': '$size', 'seconds': $secs,
+        'requests': $reqs,
         'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
         'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
         'switches_per_req': ($w1 - $w0) / $reqs,

@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 harness="${DNS_BENCH:-$root/../shared/bench/dns-bench.sh}"
 mkdir -p "$root/bench/results"
 export OUT="${1:-$root/bench/results/dns-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
-cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+. "$root/bench/build-switchyard.sh"
 # WARMUP 6 s (the harness's default is 2): the gateway also starts its data plane for the
 # same 10,000 Services (about 18,600 listeners, ~2 s of CPU once, on the server core), and
 # the figures are for serving, not for starting. Every server gets the same warmup.

@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 harness="${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}"
 mkdir -p "$root/bench/results"
 out="${1:-$root/bench/results/floor-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
-cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+. "$root/bench/build-switchyard.sh"
 cargo build --release --manifest-path "$root/bench/floor-relay/Cargo.toml" \
   --target-dir "$root/target/floor-relay"
 relay="$root/target/floor-relay/release"

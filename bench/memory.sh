@@ -11,12 +11,12 @@
 # fits and shows what a second worker costs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="${SWITCHYARD_BIN:-$root/target/release/switchyard}"
+. "$root/bench/build-switchyard.sh"
+bin=$SWITCHYARD_BIN
 services=${SERVICES:-10000}
 data="${DATA:-/tmp/dns-bench-data$([ "$services" = 10000 ] || echo "-$services")}"
 cache="${SY_DNS_CACHE:-/tmp/switchyard-dns-bench}"
 plugins="${SY_PLUGIN_CACHE:-$root/target/test-plugin-cache}"
-[ -x "$bin" ] || cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
 [ -f "$data/services.json" ] || python3 "$root/../shared/bench/dns-gen.py" --services "$services" --out "$data" >/dev/null
 DNS_DATA="$data" DNS_ADDR=127.0.0.1:15399 "$root/bench/dns-candidate.sh" --prepare
 store="$cache/$(sha256sum "$data/services.json" | cut -c1-16)/store.redb"

@@ -16,8 +16,8 @@ def better(series, lower=True):
     (`series`: anchor -> its values in those rounds). Each round is then paired with this one
     anchor. Taking the better of the two in each round instead would be biased against the
     target: the smaller of two noisy values is below both anchors' typical round, so a target
-    exactly as good as either would come out behind (over the pooled 100 B L4 rounds of
-    2026-11-29: 0.979 that way, against 1.000 and 1.022 for each anchor alone)."""
+    exactly as good as either would come out behind (over the first 148 pooled 100 B L4 rounds
+    of 2026-11-29: 0.979 that way, against 1.000 and 1.022 for each anchor alone)."""
     pick = min if lower else max
     return pick(series, key=lambda a: st.median(series[a]))
 

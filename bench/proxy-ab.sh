@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Two builds of switchyard side by side in one ../shared/bench/proxy-bench.sh run, so a change
 # is judged against its parent under the same noise: OLD=/path/to/old/switchyard (required),
-# the new one is target/release/switchyard (or SWITCHYARD_BIN). LAYER=l4|l7 (default l4);
-# ROUNDS (default 3), SIZES (default 100b), TARGETS pass through. Results go to $1.
+# the new one as bench/build-switchyard.sh builds it (SY_PROFILE), or SWITCHYARD_BIN as it is.
+# LAYER=l4|l7 (default l4); ROUNDS (default 3), SIZES (default 100b), TARGETS pass through.
+# Results go to $1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 : "${OLD:?set OLD to the switchyard binary to compare with}"
 harness="${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}"
+. "$root/bench/build-switchyard.sh"
 export LOCK_FILE="${LOCK_FILE:-/tmp/cpu.lock}" ROUNDS="${ROUNDS:-3}" SIZES="${SIZES:-100b}"
 layer=${LAYER:-l4}
 mode=tcp

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 harness="${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}"
 mkdir -p "$root/bench/results"
 out="${1:-$root/bench/results/proxy-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
-cargo build --release -p switchyard --manifest-path "$root/Cargo.toml"
+. "$root/bench/build-switchyard.sh"
 export LOCK_FILE="${LOCK_FILE:-/tmp/cpu.lock}" ROUNDS="${ROUNDS:-5}"
 export CANDIDATE_NAME=switchyard-l4 CANDIDATE_ADDR=127.0.0.1:24190 CANDIDATE_LAYER=l4
 export CANDIDATE_CMD="$root/bench/proxy-candidate.sh"
