@@ -6,7 +6,8 @@
 if [ -n "${SWITCHYARD_BIN:-}" ]; then
   build=${SY_BUILD:-custom}
 else
-  build=${SY_BUILD:-${SY_PROFILE:-release}}
-  cargo build --profile "${SY_PROFILE:-release}" -p switchyard --manifest-path "$root/Cargo.toml"
-  export SWITCHYARD_BIN="$root/target/${SY_PROFILE:-release}/switchyard"
+  profile=${SY_PROFILE:-release}
+  build=${SY_BUILD:-$profile}
+  cargo build --profile "$profile" -p switchyard --manifest-path "$root/Cargo.toml"
+  export SWITCHYARD_BIN="$root/target/$profile/switchyard"
 fi

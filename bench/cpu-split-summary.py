@@ -116,24 +116,23 @@ def main():
     pool = args[:1] == ["--pool"]
     if pool:
         rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
-        for r in rows:
-            r["target"] = label(r)
-        targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
-                                     for t in order([r for r in rows if r["run_id"] == run])))
     else:
         rows = [json.loads(line) for line in open(args[0]) if line.strip()]
         run = args[1] if len(args) > 1 else rows[-1]["run_id"]
         rows = [r for r in rows if r["run_id"] == run]
-        for r in rows:
-            r["target"] = label(r)
         if not rows:
             sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
-        targets = order(rows)
+    for r in rows:
+        r["target"] = label(r)
+    # each run's targets in its script's order, runs in the order they come
+    targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
+                                 for t in order([r for r in rows if r["run_id"] == run])))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     if not pool:
         medians(rows, sizes, targets)
     paired(rows, sizes, targets)
     paired(rows, sizes, targets, machine, "whole-machine us/req", set())
+
 
 if __name__ == "__main__":
     main()
