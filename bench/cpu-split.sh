@@ -15,7 +15,10 @@
 # asleep in io_uring_enter leaves it), and softirq (the loopback receive work, charged to the
 # proxy's system time); and the whole machine's busy CPU per request (both cores: wrk, the
 # backend, every proxy, kernel threads), the fair measure for sockmap-relay, whose bytes move
-# in softirq and kernel workers on the sender's core instead of in its own process.
+# in softirq and kernel workers on the sender's core instead of in its own process; and the TCP
+# segments sent on the machine per request, all of them and those that carried data (the rest
+# are pure ACKs), which tell a proxy that forwards a response in two pieces from one that
+# forwards it in one.
 #
 # The gateway is built with SY_PROFILE (release; `dist` for the production build) unless
 # SWITCHYARD_BIN names a binary (bench/build-switchyard.sh). Its rows record the build (SY_BUILD,
@@ -172,6 +175,13 @@ switches() {
 core() { grep '^cpu1 ' /proc/stat | cut -d' ' -f2-; }
 # machine: busy ticks of all cores together (everything but idle and iowait).
 machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# segments: TCP segments sent on the machine (all loopback here), and those of them that
+# carried new data (TCPOrigDataSent; the rest are pure ACKs and retransmissions).
+segments() {
+  awk '$1 == "Tcp:" { if (h) print $12; else h = 1 }' /proc/net/snmp
+  awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 }
+    else print $c["TCPOrigDataSent"] }' /proc/net/netstat
+}
 hz=$(getconf CLK_TCK)
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for r in $(seq "$rounds"); do
@@ -186,8 +196,10 @@ for r in $(seq "$rounds"); do
       read -r u0 s0 < <(ticks "${owner[$t]}")
       w0=$(switches "${owner[$t]}")
       c0=$(core) m0=$(machine)
+      read -r -d '' g0 a0 < <(segments) || true
       res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
       c1=$(core) m1=$(machine)
+      read -r -d '' g1 a1 < <(segments) || true
       w1=$(switches "${owner[$t]}")
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
@@ -205,6 +217,7 @@ for r in $(seq "$rounds"); do
         'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
         'switches_per_req': ($w1 - $w0) / $reqs,
         'machine_us_per_req': ($m1 - $m0) * 1e6 / $hz / $reqs,
+        'segments_per_req': ($g1 - $g0) / $reqs, 'data_segments_per_req': ($a1 - $a0) / $reqs,
         **(lambda d: {'core_idle_pct': 100 * (d[3] + d[4]) / sum(d),
           'core_softirq_pct': 100 * d[6] / sum(d)})([b - a for a, b in
           zip(map(int, '$c0'.split()), map(int, '$c1'.split()))])}))" \
