@@ -2,11 +2,11 @@
 //! pairs; the bytes never leave the kernel. Both sockets of a pair go into a BPF `SOCKHASH`,
 //! each stored under its peer's 4-tuple, and an `sk_skb` verdict program (eBPF, assembled
 //! here: no clang needed) redirects every message a socket receives to its peer's egress with
-//! `bpf_sk_redirect_hash`. This is the sockmap lever the README names for the kernel's share at
-//! 100 B: no recv, no send, no epoll wake-up per message. The kernel sends redirected bytes
-//! from a workqueue (`sk_psock_backlog`), so on loopback that work runs on the sender's core,
-//! not on this process's: compare it by the whole machine's CPU per request
-//! (`bench/cpu-split.sh` records `machine_us_per_req`), not by the proxy's own.
+//! `bpf_sk_redirect_hash`. This is the sockmap lever `bench/README.md` weighs for the
+//! kernel's share at 100 B: no recv, no send, no epoll wake-up per message. The kernel sends
+//! redirected bytes from a workqueue (`sk_psock_backlog`), so on loopback that work runs on
+//! the sender's core, not on this process's: compare it by the whole machine's CPU per
+//! request (`bench/cpu-split.sh` records `machine_us_per_req`), not by the proxy's own.
 //!
 //! A FIN is passed on only once every byte that came before it is in the peer's send queue
 //! (TCP_INFO's bytes received on one side against bytes acked plus SIOCOUTQ on the other):
