@@ -7,7 +7,8 @@
    req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
    switches per request (all the proxy's threads), the whole machine's busy microseconds per
    request (both cores), TCP segments sent on the machine per request (`segs`; everything here
-   is loopback, so it counts the proxy's both sides, wrk's and the backend's), errors.
+   is loopback, so it counts the proxy's both sides, wrk's and the backend's) and those of them
+   that carried data (`data`; the rest are pure ACKs), errors.
 2. Paired per round: for every target that is not an anchor (switchyard's listeners, the floor
    relays but sockmap-relay, whose own CPU leaves out its work), the better anchor of its layer (the one with the lower median over the same rounds,
    see paired.better) is taken, and in each round its total us/req is divided by the
@@ -57,7 +58,7 @@ def label(r):
 def medians(rows, sizes, targets):
     print(f"{'size':5} {'target':20} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
           f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'mach us':>7}"
-          f" {'segs':>5} {'errors':>6}")
+          f" {'segs':>5} {'data':>5} {'errors':>6}")
     for size in sizes:
         for t in targets:
             v = [r for r in rows if r["size"] == size and r["target"] == t]
@@ -68,14 +69,14 @@ def medians(rows, sizes, targets):
             tot = st.median(total(r) for r in v)
             rps = st.median(r["requests"] / r["seconds"] for r in v)
             # runs from before the core's split was recorded have neither field
-            idle, soft, cs, mach, segs = (
+            idle, soft, cs, mach, segs, data = (
                 f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
                 for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
                              ("switches_per_req", 2), ("machine_us_per_req", 2),
-                             ("segments_per_req", 2)))
+                             ("segments_per_req", 2), ("data_segments_per_req", 2)))
             print(f"{size:5} {t:20} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
                   f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {mach:>7}"
-                  f" {segs:>5} {sum(r['errors'] for r in v):6}")
+                  f" {segs:>5} {data:>5} {sum(r['errors'] for r in v):6}")
 
 
 def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS):

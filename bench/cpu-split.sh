@@ -175,12 +175,17 @@ switches() {
 core() { grep '^cpu1 ' /proc/stat | cut -d' ' -f2-; }
 # machine: busy ticks of all cores together (everything but idle and iowait).
 machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# counter FILE SECTION NAME: one counter of /proc/net/snmp or /proc/net/netstat, where each
+# section is a line of names followed by a line of values.
+counter() {
+  awk -v s="$2:" -v n="$3" '$1 == s { if (!c) { for (i = 2; i <= NF; i++) if ($i == n) c = i }
+    else print $c }' "$1"
+}
 # segments: TCP segments sent on the machine (all loopback here), and those of them that
-# carried new data (TCPOrigDataSent; the rest are pure ACKs and retransmissions).
+# carried new data (the rest are pure ACKs and retransmissions).
 segments() {
-  awk '$1 == "Tcp:" { if (h) print $12; else h = 1 }' /proc/net/snmp
-  awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 }
-    else print $c["TCPOrigDataSent"] }' /proc/net/netstat
+  counter /proc/net/snmp Tcp OutSegs
+  counter /proc/net/netstat TcpExt TCPOrigDataSent
 }
 hz=$(getconf CLK_TCK)
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
