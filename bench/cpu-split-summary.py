@@ -10,12 +10,13 @@
    is loopback, so it counts the proxy's both sides, wrk's and the backend's) and those of them
    that carried data (`data`; the rest are pure ACKs), errors.
 2. Paired per round: for every target that is not an anchor (switchyard's listeners, the floor
-   relays but sockmap-relay, whose own CPU leaves out its work), the better anchor of its layer (the one with the lower median over the same rounds,
-   see paired.better) is taken, and in each round its total us/req is divided by the
-   target's. Above 1 the target did more requests per core than that anchor *in that round*,
-   under the same offered load, which takes out most of the round-to-round swing of the
-   machine. With the anchor, the median, the spread and a 95% interval of the median
-   (bootstrap, seeded).
+   relays but sockmap-relay, whose own CPU leaves out its work), the better anchor of its layer
+   (the one with the lower median over the same rounds, see paired.better; of the layer's
+   anchors that ran, and only rounds where all of those did) is taken, and in each round its
+   total us/req is divided by the target's. Above 1 the target did more requests per core than
+   that anchor *in that round*, under the same offered load, which takes out most of the
+   round-to-round swing of the machine. With the anchor, the median, the spread and a 95%
+   interval of the median (bootstrap, seeded).
 3. The same pairing on the whole machine's busy microseconds per request, for runs that
    recorded it: fair to a relay whose work runs outside its own process (sockmap-relay).
 
@@ -88,7 +89,9 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
         for t in targets:
             if is_anchor(t) or t in skip:
                 continue
-            anchors = ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
+            # the layer's anchors that ran at this size (a run may have only one)
+            anchors = [a for a in ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
+                       if any(k[1] == size and k[3] == a for k in cost)]
             shared = [(run, rd) for run, rd in rounds
                       if all((run, size, rd, x) in cost for x in (t, *anchors))]
             if not shared:
