@@ -69,7 +69,7 @@ def medians(rows, sizes, targets):
             sys_ = st.median(r["sys_us_per_req"] for r in v)
             tot = st.median(total(r) for r in v)
             rps = st.median(r["requests"] / r["seconds"] for r in v)
-            # runs from before the core's split was recorded have neither field
+            # runs from before a field was recorded lack it
             idle, soft, cs, mach, segs, data = (
                 f"{st.median(r[k] for r in v):.{d}f}" if k in v[0] else "-"
                 for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
@@ -84,6 +84,7 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
     cost = {(r["run_id"], r["size"], r["round"], r["target"]): measure(r) for r in rows
             if measure(r) is not None}
     rounds = sorted({(r["run_id"], r["round"]) for r in rows})
+    ran = {(size, t) for _, size, _, t in cost}
     lines = []
     for size in sizes:
         for t in targets:
@@ -91,7 +92,7 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
                 continue
             # the layer's anchors that ran at this size (a run may have only one)
             anchors = [a for a in ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
-                       if any(k[1] == size and k[3] == a for k in cost)]
+                       if (size, a) in ran]
             shared = [(run, rd) for run, rd in rounds
                       if all((run, size, rd, x) in cost for x in (t, *anchors))]
             if not shared:

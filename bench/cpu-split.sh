@@ -184,8 +184,7 @@ counter() {
 # segments: TCP segments sent on the machine (all loopback here), and those of them that
 # carried new data (the rest are pure ACKs and retransmissions).
 segments() {
-  counter /proc/net/snmp Tcp OutSegs
-  counter /proc/net/netstat TcpExt TCPOrigDataSent
+  echo "$(counter /proc/net/snmp Tcp OutSegs) $(counter /proc/net/netstat TcpExt TCPOrigDataSent)"
 }
 hz=$(getconf CLK_TCK)
 run_id=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -201,10 +200,10 @@ for r in $(seq "$rounds"); do
       read -r u0 s0 < <(ticks "${owner[$t]}")
       w0=$(switches "${owner[$t]}")
       c0=$(core) m0=$(machine)
-      read -r -d '' g0 a0 < <(segments) || true
+      read -r g0 a0 < <(segments)
       res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
       c1=$(core) m1=$(machine)
-      read -r -d '' g1 a1 < <(segments) || true
+      read -r g1 a1 < <(segments)
       w1=$(switches "${owner[$t]}")
       read -r u1 s1 < <(ticks "${owner[$t]}")
       reqs=$(awk '/requests in/ {print $1}' <<<"$res")
