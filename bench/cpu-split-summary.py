@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The tables of bench/cpu-split.sh, from its JSON lines: `cpu-split-summary.py FILE [RUN_ID]`
 (default: the file's last run), or the paired table alone over every run of several files:
-`cpu-split-summary.py --pool FILE...`.
+`cpu-split-summary.py --pool FILE...`. `--anchor TARGET` (either form) pairs every other
+target that is not an anchor with TARGET instead of the better anchor, on the total and also
+on user and on system time: one anchor alone (`--anchor nginx-stream`), or one build with
+another (`--anchor switchyard-l4` next to `switchyard-l4@relay`).
 
 1. Medians per target: req/s, user and system microseconds per request, their total,
    req/s per proxy core (1e6 / total), the proxy core's idle and softirq shares, context
@@ -57,7 +60,7 @@ def label(r):
 
 
 def medians(rows, sizes, targets):
-    print(f"{'size':5} {'target':20} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
+    print(f"{'size':5} {'target':25} {'req/s':>7} {'user us':>8} {'sys us':>7} {'total us':>9}"
           f" {'req/s/core':>10} {'idle%':>6} {'softirq%':>8} {'cs/req':>6} {'mach us':>7}"
           f" {'segs':>5} {'data':>5} {'errors':>6}")
     for size in sizes:
@@ -75,12 +78,12 @@ def medians(rows, sizes, targets):
                 for k, d in (("core_idle_pct", 1), ("core_softirq_pct", 1),
                              ("switches_per_req", 2), ("machine_us_per_req", 2),
                              ("segments_per_req", 2), ("data_segments_per_req", 2)))
-            print(f"{size:5} {t:20} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
+            print(f"{size:5} {t:25} {rps:7.0f} {user:8.2f} {sys_:7.2f} {tot:9.2f}"
                   f" {1e6 / tot:10.0f} {idle:>6} {soft:>8} {cs:>6} {mach:>7}"
                   f" {segs:>5} {data:>5} {sum(r['errors'] for r in v):6}")
 
 
-def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS):
+def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS, anchor=None):
     cost = {(r["run_id"], r["size"], r["round"], r["target"]): measure(r) for r in rows
             if measure(r) is not None}
     rounds = sorted({(r["run_id"], r["round"]) for r in rows})
@@ -88,26 +91,28 @@ def paired(rows, sizes, targets, measure=total, what="us/req", skip=OFF_PROCESS)
     lines = []
     for size in sizes:
         for t in targets:
-            if is_anchor(t) or t in skip:
+            if is_anchor(t) or t in skip or t == anchor:
                 continue
             # the layer's anchors that ran at this size (a run may have only one)
-            anchors = [a for a in ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
-                       if (size, a) in ran]
+            anchors = [anchor] if anchor else [
+                a for a in ANCHORS["l7" if t.split("@")[0].endswith("-l7") else "l4"]
+                if (size, a) in ran]
             shared = [(run, rd) for run, rd in rounds
                       if all((run, size, rd, x) in cost for x in (t, *anchors))]
-            if not shared:
+            if not shared or not anchors:
                 continue
             best = better({a: [cost[(run, size, rd, a)] for run, rd in shared] for a in anchors})
             ratios = [cost[(run, size, rd, best)] / cost[(run, size, rd, t)]
                       for run, rd in shared]
             low, high = interval(ratios)
-            lines.append(f"{size:5} {t:20} {best:13} {len(ratios):6} {st.median(ratios):7.3f}"
+            lines.append(f"{size:5} {t:25} {best:13} {len(ratios):6} {st.median(ratios):7.3f}"
                          f" {min(ratios):6.3f} {max(ratios):6.3f}"
                          f" {sum(x >= 1 for x in ratios):>5}/{len(ratios)}"
                          f" {low:6.3f}-{high:.3f}")
     if lines:
-        print(f"\npaired per round: the better anchor's {what} over the target's (>1: cheaper)")
-        print(f"{'size':5} {'target':20} {'anchor':13} {'rounds':>6} {'median':>7} {'min':>6}"
+        whose = f"{anchor}'s" if anchor else "the better anchor's"
+        print(f"\npaired per round: {whose} {what} over the target's (>1: cheaper)")
+        print(f"{'size':5} {'target':25} {'anchor':13} {'rounds':>6} {'median':>7} {'min':>6}"
               f" {'max':>6} {'>=1.0':>7} {'95% of median':>13}")
         print("\n".join(lines))
 
@@ -120,6 +125,11 @@ def order(rows):
 
 def main():
     args = sys.argv[1:]
+    anchor = None
+    if "--anchor" in args:
+        i = args.index("--anchor")
+        anchor = args[i + 1]
+        del args[i:i + 2]
     pool = args[:1] == ["--pool"]
     if pool:
         rows = [json.loads(line) for f in args[1:] for line in open(f) if line.strip()]
@@ -137,8 +147,11 @@ def main():
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     if not pool:
         medians(rows, sizes, targets)
-    paired(rows, sizes, targets)
-    paired(rows, sizes, targets, machine, "whole-machine us/req", set())
+    paired(rows, sizes, targets, anchor=anchor)
+    if anchor:
+        paired(rows, sizes, targets, lambda r: r["user_us_per_req"], "user us/req", anchor=anchor)
+        paired(rows, sizes, targets, lambda r: r["sys_us_per_req"], "system us/req", anchor=anchor)
+    paired(rows, sizes, targets, machine, "whole-machine us/req", set(), anchor)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 //!
 //! Data flows snapshot → [`listeners`] (reconciler, main runtime) → per-worker accept loops
 //! ([`tcp`], [`udp`], [`http`]) → [`DataPlane::choose`] (affinity, balancer plugin or native
-//! round-robin over [`select::Target`]) → backends. The decisions ([`table`], [`select`])
-//! are sans-IO; this module only wires them to sockets.
+//! round-robin over [`select::Target`]) → backends; a plain TCP connection's bytes are then
+//! copied by its worker's [`relay`]. The decisions ([`table`], [`select`]) are sans-IO; this
+//! module only wires them to sockets.
 
 mod drain;
 mod h1;
@@ -12,6 +13,7 @@ mod http;
 pub mod listeners;
 pub mod metrics;
 mod pool;
+mod relay;
 mod reroutes;
 pub mod select;
 pub mod table;

@@ -1,8 +1,8 @@
 //! L4 TCP: accept → source ranges → policy `on-connect` → pick (affinity, plugin or native)
 //! → connect with a timeout, retrying other endpoints (bounded) and telling the balancer how
-//! each attempt went → bidirectional copy with half-close, through one scratch buffer per
-//! worker (an idle connection holds no buffer). Refusals reset the connection
-//! (RST), as kube-proxy rejects traffic for a Service without endpoints.
+//! each attempt went → the worker's [`super::relay`] copies both ways with half-close (a TLS
+//! connection is copied by its task). Refusals reset the connection (RST), as kube-proxy
+//! rejects traffic for a Service without endpoints.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::DataPlane;
@@ -18,15 +17,6 @@ use super::metrics::Reason;
 use super::select::Target;
 use crate::plugin::Request;
 use crate::plugin::bindings::types::Outcome;
-
-/// The worker's copy buffer. A connection holds no buffer of its own while idle; bytes the
-/// peer cannot take at once are kept in a per-direction stash until it can.
-const SCRATCH_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
-}
 
 /// Accepts on one worker's socket until the listener is closed (its task aborted), handing
 /// each connection to `on`. Shared by the TCP and HTTP listeners.
@@ -149,20 +139,24 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
             [client_fd, upstream.as_raw_fd()],
         )
     });
-    let result = match client {
-        Err(mut sock) => {
-            let (cr, cw) = sock.split();
-            let (ur, uw) = upstream.split();
-            tokio::try_join!(one_way(cr, uw), one_way(ur, cw))
+    let finish = move |result: std::io::Result<[u64; 2]>| {
+        drop(_drain);
+        let m = &t.metrics;
+        m.active.dec();
+        if let Ok([from_client, to_client]) = result {
+            m.received.inc_by(from_client);
+            m.sent.inc_by(to_client);
         }
-        Ok(mut tls) => tokio::io::copy_bidirectional(&mut tls, &mut upstream).await,
+        dp.feedback(&t, index, connect_micros, 0, true);
     };
-    m.active.dec();
-    if let Ok((from_client, to_client)) = result {
-        m.received.inc_by(from_client);
-        m.sent.inc_by(to_client);
+    match client {
+        Err(sock) => super::relay::adopt(sock, upstream, Box::new(finish)),
+        Ok(mut tls) => {
+            let result = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            // The drain registration goes (in `finish`) before the sockets close.
+            finish(result.map(|(a, b)| [a, b]));
+        }
     }
-    dp.feedback(&t, index, connect_micros, 0, true);
 }
 
 /// Writes a PROXY protocol v2 header (`client` → `service`) to a fresh upstream connection,
@@ -195,59 +189,6 @@ pub(super) fn proxy_header(
         (v6(client), v6(service))
     };
     Builder::with_addresses(Version::Two | Command::Proxy, protocol, pair).build()
-}
-
-/// Copies `from` → `to` until `from` ends, then shuts `to`'s write side (half-close). Reads
-/// into the worker's scratch buffer and writes straight on; only what `to` cannot take now is
-/// copied aside.
-///
-/// Reads go through `AsyncRead::poll_read`, not `try_read`: tokio takes a short read as the
-/// socket being drained and clears its readiness, so a request/response exchange costs one
-/// `recvfrom` per direction instead of two (the second one only to learn `EAGAIN`).
-async fn one_way(mut from: ReadHalf<'_>, to: WriteHalf<'_>) -> std::io::Result<u64> {
-    use std::io::ErrorKind::WouldBlock;
-    use std::task::Poll;
-    use tokio::io::{AsyncRead, ReadBuf};
-    let mut total = 0u64;
-    let mut stash: Vec<u8> = Vec::new();
-    loop {
-        if !stash.is_empty() {
-            to.writable().await?;
-            match to.try_write(&stash) {
-                Ok(n) => {
-                    stash.drain(..n);
-                    if stash.is_empty() {
-                        stash = Vec::new();
-                    }
-                }
-                Err(e) if e.kind() == WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            continue;
-        }
-        let read = std::future::poll_fn(|cx| {
-            SCRATCH.with(|b| {
-                let mut b = b.borrow_mut();
-                let mut buf = ReadBuf::new(&mut b);
-                std::task::ready!(std::pin::Pin::new(&mut from).poll_read(cx, &mut buf))?;
-                let bytes = buf.filled();
-                if !bytes.is_empty() {
-                    match to.try_write(bytes) {
-                        Ok(w) => stash.extend_from_slice(&bytes[w..]),
-                        Err(e) if e.kind() == WouldBlock => stash.extend_from_slice(bytes),
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-                Poll::Ready(Ok(bytes.len()))
-            })
-        })
-        .await?;
-        if read == 0 {
-            let _ = socket2::SockRef::from(to.as_ref()).shutdown(std::net::Shutdown::Write);
-            return Ok(total);
-        }
-        total += read as u64;
-    }
 }
 
 impl DataPlane {
