@@ -3,7 +3,7 @@
 //! (Service port, endpoint) in a thread-local table (no lock); the reconciler, seeing an
 //! endpoint go, schedules a check on every worker after the timeout, which closes the ones
 //! still connected to an endpoint that has not come back: a plain TCP connection by shutting
-//! its two sockets down (its copy loop then ends as on any close), an upgraded HTTP tunnel
+//! its two sockets down (its relay then ends it as on any close), an upgraded HTTP tunnel
 //! by waking the `Notify` its task selects on.
 
 use std::cell::RefCell;
@@ -59,7 +59,8 @@ pub fn register(t: &Target, endpoint: SocketAddr) -> (Registration, Arc<Notify>)
 
 /// Registers a TCP connection of `t`'s Service port to `endpoint` by its two sockets, which
 /// are shut down when it is to be closed. The registration must be dropped before the
-/// sockets are closed (declare it after them): while it lives, the descriptors name them.
+/// sockets are closed (the relay's completion drops it first): while it lives, the
+/// descriptors name them.
 pub fn register_sockets(t: &Target, endpoint: SocketAddr, fds: [RawFd; 2]) -> Registration {
     insert(t, endpoint, Cut::Shutdown(fds))
 }

@@ -126,8 +126,8 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
     m.active.inc();
     // The endpoint leaving the Service ends the connection after the drain timeout: the
     // registration lets the worker shut both sockets down, which ends the copy below on its
-    // own (nothing extra to poll on every wake-up). Declared after the sockets, so it is
-    // dropped, and its entry gone, before they close.
+    // own (nothing extra to poll on every wake-up). `finish` drops it, and its entry is gone,
+    // before the sockets close.
     let _drain = (!dp.settings.drain_timeout.is_zero()).then(|| {
         let client_fd = match &client {
             Err(sock) => sock.as_raw_fd(),
