@@ -138,7 +138,7 @@ async fn drive(inbox: Arc<Inbox>) {
                     sockets: [client, upstream],
                     halves: [Half::default(), Half::default()],
                     waker,
-                    done: Some(done),
+                    done,
                 });
                 ready.push(key);
             }
@@ -157,12 +157,10 @@ async fn drive(inbox: Arc<Inbox>) {
                     Ok(Turn::Done) => Ok([conn.halves[0].total, conn.halves[1].total]),
                     Err(e) => Err(e),
                 };
-                let mut conn = conns.remove(key);
-                if let Some(done) = conn.done.take() {
-                    done(result);
-                }
-                // The sockets close here, after `done`.
-                drop(conn);
+                let Conn { sockets, done, .. } = conns.remove(key);
+                done(result);
+                // The sockets close only now, after `done`.
+                drop(sockets);
                 if conns.is_empty() && conns.capacity() > 1024 {
                     // Give back the room a burst of connections took.
                     conns.shrink_to_fit();
@@ -186,7 +184,7 @@ struct Conn {
     halves: [Half; 2],
     /// Registered with both sockets for every interest the pump waits on.
     waker: Waker,
-    done: Option<Done>,
+    done: Done,
 }
 
 /// One direction of a connection.
@@ -336,26 +334,26 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(20);
 
+    /// Everything `s` sends until its FIN, within [`LIMIT`].
+    async fn read_all(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+        let mut got = Vec::new();
+        timeout(LIMIT, s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        got
+    }
+
     #[tokio::test]
     async fn bytes_cross_both_ways_and_each_fin_is_passed_on() {
         let (mut client, mut endpoint, done) = relayed().await;
         client.write_all(b"ping").await.unwrap();
         client.shutdown().await.unwrap();
         // The endpoint sees the request end (EOF) while the client can still read.
-        let mut got = Vec::new();
-        timeout(LIMIT, endpoint.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, b"ping");
+        assert_eq!(read_all(&mut endpoint).await, b"ping");
         endpoint.write_all(b"pong!").await.unwrap();
         endpoint.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        timeout(LIMIT, client.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, b"pong!");
+        assert_eq!(read_all(&mut client).await, b"pong!");
         let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
         assert_eq!(totals, [4, 5]);
     }
@@ -430,27 +428,25 @@ mod tests {
         for (i, (client, endpoint, done)) in pairs.into_iter().enumerate() {
             let want = format!("request {i}");
             let mut got = vec![0; want.len()];
-            timeout(LIMIT, endpoint_read(endpoint, &mut got, client, done))
+            timeout(LIMIT, answer_one(client, endpoint, &mut got, done))
                 .await
                 .unwrap();
             assert_eq!(got, want.as_bytes());
         }
     }
 
-    /// Reads one request at the endpoint, answers it and checks the client gets the answer
-    /// and the relay its totals.
-    async fn endpoint_read(
+    /// Reads one request (`got.len()` bytes) at the endpoint, answers it and closes, and
+    /// checks the client gets the answer and the relay its totals.
+    async fn answer_one(
+        mut client: TcpStream,
         mut endpoint: TcpStream,
         got: &mut [u8],
-        mut client: TcpStream,
         done: oneshot::Receiver<Totals>,
     ) {
         endpoint.read_exact(got).await.unwrap();
         endpoint.write_all(b"ok").await.unwrap();
         drop(endpoint);
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"ok");
+        assert_eq!(read_all(&mut client).await, b"ok");
         drop(client);
         let totals = done.await.unwrap().unwrap();
         assert_eq!(totals, [got.len() as u64, 2]);
