@@ -3,29 +3,66 @@
 bench/floor.sh): `proxy-paired.py FILE...` pools every run of the files.
 
 The harness keeps, per target and run, the req/s and p99 of every round (`rps_rounds`,
-`p99_ms_rounds`; CPU only as a median, so req/s per core cannot be paired here: see
-bench/cpu-split-summary.py for that). For each non-anchor target (switchyard's listeners, the
-floor relays), the better anchor of its layer is the one with the best median over the pooled
-rounds (see paired.better; for req/s and for p99 apart), and each round is paired with it:
-  - req/s: target / that anchor (>1: the target served more that round);
+`p99_ms_rounds`), but the proxy's CPU only as a median. bench/proxy.sh also saves the harness's
+raw runs beside each results file (FILE with `.runs.jsonl`), which hold the proxy's CPU of each
+round; for the runs found there, req/s per proxy core is paired round by round too. For each
+non-anchor target (switchyard's listeners, the floor relays), the better anchor of its layer is
+the one with the best median over the pooled rounds (see paired.better; for each measure
+apart), and each round is paired with it:
+  - req/s and req/s per core: target / that anchor (>1: the target did better that round);
   - p99: that anchor / target (>1: the target's p99 was lower that round).
 Targets of one round run one after another, not at once, so this pairing is looser than
 cpu-split's; medians, rounds at or above 1.0, and a seeded bootstrap 95% interval of the median.
 """
 import json
+import os
 import statistics as st
 import sys
 
 from paired import ANCHORS, better, interval, is_anchor
 
 
+def per_core(files):
+    """(run_id, size, target) -> req/s per proxy core of each round, from the runs files."""
+    out = {}
+    for f in files:
+        runs = f[: -len(".jsonl")] + ".runs.jsonl"
+        if not f.endswith(".jsonl") or not os.path.exists(runs):
+            continue
+        for line in open(runs):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            a, w = r["acct"], r["wrk"]
+            if not r["managed"] or not a["proxy_ticks"]:
+                continue
+            cores = a["proxy_ticks"] / os.sysconf("SC_CLK_TCK") / a["window_s"]
+            rps = w["requests"] / (w["duration_us"] / 1e6)
+            rounds = out.setdefault((r["run_id"], r["size"], r["target"]), {})
+            rounds[r["round"]] = rps / cores
+    return out
+
+
+def row(size, t, rounds, measure, lower):
+    """One line: `rounds` is a list of (target's value, {anchor: value}) per round."""
+    names = list(rounds[0][1])
+    a = better({n: [x[1][n] for x in rounds] for n in names}, lower=lower)
+    ratios = [x[1][a] / x[0] if lower else x[0] / x[1][a] for x in rounds]
+    lo, hi = interval(ratios)
+    return (f"{size:5} {t:14} {measure:10} {len(ratios):6}  {a:13} {st.median(ratios):6.3f}"
+            f" {sum(x >= 1 for x in ratios):6} {lo:5.3f}-{hi:.3f}")
+
+
 def main():
-    rows = [json.loads(line) for f in sys.argv[1:] for line in open(f) if line.strip()]
+    # A glob over bench/results takes in the raw runs files too; they are read beside theirs.
+    files = [f for f in sys.argv[1:] if not f.endswith(".runs.jsonl")]
+    rows = [json.loads(line) for f in files for line in open(f) if line.strip()]
     if not rows:
         sys.exit("usage: proxy-paired.py RESULTS.jsonl...")
+    cores = per_core(files)
     by = {(r["run_id"], r["size"], r["target"]): r for r in rows}
-    # (size, target) -> every round it shared with both anchors of its layer:
-    # (its req/s, its p99, {anchor: (req/s, p99)})
+    # (size, target, measure) -> every round it shared with both anchors of its layer:
+    # (its value, {anchor: value})
     pooled = {}
     for (run, size, t), r in by.items():
         if t == "direct" or is_anchor(t):
@@ -34,21 +71,20 @@ def main():
         if None in anchors.values():
             continue
         for i, (rps, p99) in enumerate(zip(r["rps_rounds"], r["p99_ms_rounds"])):
-            pooled.setdefault((size, t), []).append(
-                (rps, p99, {a: (x["rps_rounds"][i], x["p99_ms_rounds"][i])
-                            for a, x in anchors.items()}))
-    print(f"{'size':5} {'target':14} {'rounds':>6}  {'req/s vs':13} {'median':>6} {'>=1.0':>6}"
-          f" {'95%':>11}  {'p99 vs':13} {'median':>6} {'>=1.0':>6} {'95%':>11}")
-    for (size, t), rounds in sorted(pooled.items()):
-        names = list(rounds[0][2])
-        a_rps = better({a: [x[2][a][0] for x in rounds] for a in names}, lower=False)
-        a_p99 = better({a: [x[2][a][1] for x in rounds] for a in names})
-        rps = [x[0] / x[2][a_rps][0] for x in rounds]
-        p99 = [x[2][a_p99][1] / x[1] for x in rounds]
-        (rl, rh), (pl, ph) = interval(rps), interval(p99)
-        print(f"{size:5} {t:14} {len(rps):6}  {a_rps:13} {st.median(rps):6.3f}"
-              f" {sum(x >= 1 for x in rps):6} {rl:5.3f}-{rh:.3f}  {a_p99:13}"
-              f" {st.median(p99):6.3f} {sum(x >= 1 for x in p99):6} {pl:5.3f}-{ph:.3f}")
+            pooled.setdefault((size, t, "req/s"), []).append(
+                (rps, {a: x["rps_rounds"][i] for a, x in anchors.items()}))
+            pooled.setdefault((size, t, "p99"), []).append(
+                (p99, {a: x["p99_ms_rounds"][i] for a, x in anchors.items()}))
+        mine = cores.get((run, size, t), {})
+        theirs = {a: cores.get((run, size, a), {}) for a in anchors}
+        for n, v in sorted(mine.items()):
+            if all(n in x for x in theirs.values()):
+                pooled.setdefault((size, t, "req/s/core"), []).append(
+                    (v, {a: x[n] for a, x in theirs.items()}))
+    print(f"{'size':5} {'target':14} {'measure':10} {'rounds':>6}  {'vs':13} {'median':>6}"
+          f" {'>=1.0':>6} {'95%':>11}")
+    for (size, t, measure), rounds in sorted(pooled.items()):
+        print(row(size, t, rounds, measure, lower=measure == "p99"))
 
 
 if __name__ == "__main__":
