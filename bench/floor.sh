@@ -4,10 +4,10 @@
 # anchors (haproxy tcp, nginx stream), in one ../shared/bench/proxy-bench.sh run. It answers
 # whether any one-core relay, with or without epoll, clears the anchors at 100-byte bodies.
 # Settings pass through (ROUNDS, DURATION, SIZES, ...); results are appended to $1 (default
-# bench/results/floor-<utc>.jsonl) and the table is printed.
+# bench/results/floor-<utc>.jsonl), the raw rounds beside it (bench/harness.sh), and the table
+# is printed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-harness="${PROXY_BENCH:-$root/../shared/bench/proxy-bench.sh}"
 mkdir -p "$root/bench/results"
 out="${1:-$root/bench/results/floor-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 . "$root/bench/build-switchyard.sh"
@@ -22,4 +22,5 @@ export CANDIDATE2_NAME=tokio-relay CANDIDATE2_ADDR=127.0.0.1:24192 CANDIDATE2_LA
 export CANDIDATE2_CMD="$relay/tokio-relay \$BENCH_LISTEN_ADDR \$BENCH_BACKEND_ADDR"
 export CANDIDATE3_NAME=uring-relay CANDIDATE3_ADDR=127.0.0.1:24193 CANDIDATE3_LAYER=l4
 export CANDIDATE3_CMD="$relay/uring-relay \$BENCH_LISTEN_ADDR \$BENCH_BACKEND_ADDR"
-exec "$harness" "$out"
+. "$root/bench/harness.sh"
+run_harness "$out"

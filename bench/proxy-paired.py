@@ -3,9 +3,9 @@
 bench/floor.sh): `proxy-paired.py FILE...` pools every run of the files.
 
 The harness keeps, per target and run, the req/s and p99 of every round (`rps_rounds`,
-`p99_ms_rounds`), but the proxy's CPU only as a median. bench/proxy.sh also saves the harness's
-raw runs beside each results file (FILE with `.runs.jsonl`), which hold the proxy's CPU of each
-round; for the runs found there, req/s per proxy core is paired round by round too. For each
+`p99_ms_rounds`), but the proxy's CPU only as a median. bench/harness.sh also saves the
+harness's raw runs beside each results file (FILE with `.runs.jsonl`), which hold the proxy's
+CPU of each round; for the runs found there, req/s per proxy core is paired round by round too. For each
 non-anchor target (switchyard's listeners, the floor relays), the better anchor of its layer is
 the one with the best median over the pooled rounds (see paired.better; for each measure
 apart), and each round is paired with it:
@@ -25,9 +25,12 @@ from paired import ANCHORS, better, interval, is_anchor
 def per_core(files):
     """(run_id, size, target) -> req/s per proxy core of each round, from the runs files."""
     out = {}
+    hz = os.sysconf("SC_CLK_TCK")
     for f in files:
+        if not f.endswith(".jsonl"):
+            continue
         runs = f[: -len(".jsonl")] + ".runs.jsonl"
-        if not f.endswith(".jsonl") or not os.path.exists(runs):
+        if not os.path.exists(runs):
             continue
         for line in open(runs):
             if not line.strip():
@@ -36,7 +39,7 @@ def per_core(files):
             a, w = r["acct"], r["wrk"]
             if not r["managed"] or not a["proxy_ticks"]:
                 continue
-            cores = a["proxy_ticks"] / os.sysconf("SC_CLK_TCK") / a["window_s"]
+            cores = a["proxy_ticks"] / hz / a["window_s"]
             rps = w["requests"] / (w["duration_us"] / 1e6)
             rounds = out.setdefault((r["run_id"], r["size"], r["target"]), {})
             rounds[r["round"]] = rps / cores

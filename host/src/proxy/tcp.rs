@@ -128,7 +128,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
     // registration lets the worker shut both sockets down, which ends the copy below on its
     // own (nothing extra to poll on every wake-up). `finish` drops it, and its entry is gone,
     // before the sockets close.
-    let _drain = (!dp.settings.drain_timeout.is_zero()).then(|| {
+    let drain = (!dp.settings.drain_timeout.is_zero()).then(|| {
         let client_fd = match &client {
             Err(sock) => sock.as_raw_fd(),
             Ok(tls) => tls.get_ref().0.as_raw_fd(),
@@ -140,7 +140,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
         )
     });
     let finish = move |result: std::io::Result<[u64; 2]>| {
-        drop(_drain);
+        drop(drain);
         let m = &t.metrics;
         m.active.dec();
         if let Ok([from_client, to_client]) = result {
