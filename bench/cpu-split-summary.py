@@ -141,6 +141,10 @@ def main():
             sys.exit(f"cpu-split-summary: no run {run} in {args[0]}")
     for r in rows:
         r["target"] = label(r)
+        if r.get("close"):
+            # A new connection per request (CLOSE=1) is a load of its own: never pooled or
+            # paired with keep-alive rounds.
+            r["size"] += "-close"
     # each run's targets in its script's order, runs in the order they come
     targets = list(dict.fromkeys(t for run in dict.fromkeys(r["run_id"] for r in rows)
                                  for t in order([r for r in rows if r["run_id"] == run])))

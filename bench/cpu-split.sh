@@ -2,7 +2,8 @@
 # Where a proxy's CPU goes per request: user and system microseconds per request for
 # switchyard (L4 and L7 listeners, Wasm round-robin in the path) and the four anchors of
 # ../shared/bench/proxy-bench.sh (haproxy tcp/http, nginx stream/http), laid out the same way:
-# wrk and an nginx backend on cpu0 (SCHED_BATCH), every proxy alone on cpu1 with one thread.
+# wrk and an nginx backend on cpu0 (SCHED_BATCH), every proxy alone on cpu1 with one worker
+# (switchyard's worker and that worker's L4 relay thread both on cpu1).
 # Rounds are interleaved and the target order rotates each round. CPU is read from
 # /proc/<pid>/stat of every process in the proxy's process group before and after each run,
 # context switches from /proc/<pid>/task/*/status (every thread: a worker that finds no event
@@ -29,7 +30,10 @@
 # switchyard-l4 for `release`; it must differ from the first build's name).
 #
 # Settings: ROUNDS (5), DURATION (6 s), SIZES ("100b 16k"), CONNS (64), BASE_PORT (24480),
-# TARGETS (the six above), LOCK_FILE (flocked around each round when set). Results: one JSON
+# TARGETS (the six above), LOCK_FILE (flocked around each round when set), CLOSE (1: every
+# request on a new connection, wrk sending `Connection: close`, so the cost of a connection's
+# set-up and close is in each request; rows then say "close": true; keep them in a file of
+# their own). Results: one JSON
 # line per run appended to $1 (default bench/results/cpu-split-<utc>.jsonl), then the tables of
 # bench/cpu-split-summary.py: medians, and each target against the better anchor paired by round.
 # Needs wrk, haproxy, nginx and its stream module (bench/proxy.sh's harness installs them).
@@ -37,6 +41,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="${1:-$root/bench/results/cpu-split-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 rounds=${ROUNDS:-5} secs=${DURATION:-6} sizes=${SIZES:-"100b 16k"} conns=${CONNS:-64}
+close=False wrk_args=()
+if [ "${CLOSE:-0}" = 1 ]; then close=True wrk_args=(-H "Connection: close"); fi
 base=${BASE_PORT:-24480}
 stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
 for tool in wrk haproxy nginx taskset chrt; do
@@ -196,12 +202,12 @@ for r in $(seq "$rounds"); do
     for i in $(seq 0 $((n - 1))); do
       t=${targets[$(((i + r) % n))]}
       url="http://127.0.0.1:${port[$t]}/$size"
-      timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "$url" >/dev/null
+      timeout 10 taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d1s "${wrk_args[@]}" "$url" >/dev/null
       read -r u0 s0 < <(ticks "${owner[$t]}")
       w0=$(switches "${owner[$t]}")
       c0=$(core) m0=$(machine)
       read -r g0 a0 < <(segments)
-      res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "$url")
+      res=$(timeout $((secs + 10)) taskset -c 0 chrt -b 0 wrk -t1 -c"$conns" -d"${secs}s" "${wrk_args[@]}" "$url")
       c1=$(core) m1=$(machine)
       read -r g1 a1 < <(segments)
       w1=$(switches "${owner[$t]}")
@@ -216,7 +222,7 @@ for r in $(seq "$rounds"); do
       errors=$(awk '/Non-2xx|Socket errors/ {print "yes"}' <<<"$res" | head -1)
       python3 -c "import json; print(json.dumps({'run_id': '$run_id', 'round': $r,
         'target': '$t', 'build': '$b' or None, 'size': '$size', 'seconds': $secs,
-        'requests': $reqs,
+        'requests': $reqs, 'close': $close,
         'user_us_per_req': ($u1 - $u0) * 1e6 / $hz / $reqs,
         'sys_us_per_req': ($s1 - $s0) * 1e6 / $hz / $reqs, 'errors': '$errors' == 'yes',
         'switches_per_req': ($w1 - $w0) / $reqs,

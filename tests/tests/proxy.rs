@@ -469,3 +469,103 @@ fn a_listener_that_cannot_bind_is_reported_and_retried() {
         "{bound}"
     );
 }
+
+/// Opens a connection to `addr` and sends `gets` keep-alive GETs on it, one at a time;
+/// returns the connection (still open) and the name of the backend that answered them all.
+fn gets(addr: &str, gets: usize) -> (TcpStream, String) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut names = BTreeSet::new();
+    for _ in 0..gets {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lc\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The backend's answer is one line after the head: done once the body has its newline.
+        let body = loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((_, body)) = text.split_once("\r\n\r\n")
+                && body.ends_with('\n')
+            {
+                break body.to_string();
+            }
+        };
+        let name = body.split_whitespace().next().unwrap_or("").to_string();
+        assert!(name.starts_with('b'), "no backend name in {body:?}");
+        names.insert(name);
+    }
+    assert_eq!(names.len(), 1, "one connection, one backend: {names:?}");
+    (s, names.pop_first().unwrap())
+}
+
+#[test]
+fn least_conn_hears_when_a_relayed_connection_ends() {
+    // One worker, so the balancer keeps one table of counts. A plain L4 connection that lasts
+    // moves to the worker's relay thread and ends there; its end must still reach the
+    // instance that picked it, or least-conn would count it as open for ever.
+    let g = Gateway::start_with(&["--workers", "1"]).unwrap();
+    let _b = backends(&g, &[21, 22, 23], 9376);
+    let eps = local_endpoints(&g, &[21, 22, 23]);
+    service(
+        &g,
+        "lc",
+        "ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    g.ok(&[
+        "annotate",
+        "service",
+        "lc",
+        "switchyard.io/balancer=least-conn",
+    ]);
+    let addr = format!("{}:80", jsonpath(&g, &["svc", "lc"], "{.spec.clusterIP}"));
+    wait_listener(&g, &addr, 3);
+    let active = |n: f64| {
+        wait_for(Duration::from_secs(10), "connections to end", || {
+            let now = metric(
+                &g,
+                "switchyard_proxy_connections_active{namespace=\"default\",service=\"lc\"",
+            );
+            (now == n).then_some(())
+        })
+        .unwrap();
+    };
+    // Once least-conn picks, a held connection's endpoint gets no short one.
+    let (first, busy) = wait_for(Duration::from_secs(20), "least-conn to pick", || {
+        let (s, busy) = gets(&addr, 1);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            active(1.0);
+            seen.extend(served_by(&format!("http://{addr}/"), 1, &[]));
+        }
+        if seen.iter().all(|n| *n != busy) {
+            return Some((s, busy));
+        }
+        drop(s);
+        active(0.0);
+        None
+    })
+    .unwrap();
+    active(1.0);
+    // A second held connection goes elsewhere; now one endpoint has none open, and every
+    // connection, ending before the next starts, must go there: short ones (one GET, ending in
+    // the worker's relay task) and lasting ones (six GETs, moved to the relay thread first).
+    let (second, busy2) = gets(&addr, 1);
+    assert_ne!(busy2, busy);
+    let free: Vec<String> = names(&[21, 22, 23])
+        .into_iter()
+        .filter(|n| *n != busy && *n != busy2)
+        .collect();
+    for i in 0..8 {
+        active(2.0);
+        let (s, name) = gets(&addr, if i % 2 == 0 { 1 } else { 6 });
+        drop(s);
+        assert_eq!(vec![name], free, "connection {i} (held: {busy}, {busy2})");
+    }
+    drop((first, second));
+    active(0.0);
+}

@@ -158,6 +158,26 @@ impl Plugins {
         })
     }
 
+    /// Whether the balancer serving `svc`'s port on this worker asked for `feedback` calls.
+    pub fn wants_feedback(
+        &self,
+        svc: &Arc<ServiceView>,
+        port_index: usize,
+        node_local: bool,
+    ) -> bool {
+        let Some(port) = svc.ports.get(port_index) else {
+            return false;
+        };
+        if svc.plugins.balancer.is_none() {
+            return false;
+        }
+        WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let slot = slot(&mut w.balancers, self.id, svc, port_key(port, node_local));
+            slot.live.as_ref().is_some_and(|l| l.asked.feedback)
+        })
+    }
+
     /// Tells the balancer that served `svc`'s port how a connection or request went.
     pub fn feedback(
         &self,

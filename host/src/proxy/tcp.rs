@@ -139,6 +139,15 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
             [client_fd, upstream.as_raw_fd()],
         )
     });
+    // A plain connection that lasts ends on its worker's relay thread: a balancer that counts
+    // connections hears of it back on this worker, where its instance lives. One that did not
+    // ask is not called at all.
+    let feedback = dp.wants_feedback(&t).then(|| {
+        (
+            tokio::runtime::Handle::current(),
+            std::thread::current().id(),
+        )
+    });
     let finish = move |result: std::io::Result<[u64; 2]>| {
         drop(drain);
         let m = &t.metrics;
@@ -147,7 +156,15 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
             m.received.inc_by(from_client);
             m.sent.inc_by(to_client);
         }
-        dp.feedback(&t, index, connect_micros, 0, true);
+        match feedback {
+            Some((_, worker)) if std::thread::current().id() == worker => {
+                dp.feedback(&t, index, connect_micros, 0, true);
+            }
+            Some((worker, _)) => {
+                worker.spawn(async move { dp.feedback(&t, index, connect_micros, 0, true) });
+            }
+            None => {}
+        }
     };
     match client {
         Err(sock) => super::relay::adopt(sock, upstream, Box::new(finish)),
@@ -243,6 +260,14 @@ impl DataPlane {
 }
 
 impl DataPlane {
+    /// Whether `t`'s balancer on this worker asked to hear how each connection went.
+    pub(super) fn wants_feedback(&self, t: &Target) -> bool {
+        t.view.plugins.balancer.is_some()
+            && self
+                .plugins
+                .wants_feedback(&t.view, t.route.port_index, t.node_local)
+    }
+
     /// Tells the balancer plugin (if any) how a connection or request it picked for went:
     /// once per pick, when it finishes (or its connect fails).
     pub(super) fn feedback(

@@ -1,6 +1,7 @@
 //! The data plane's worker threads: each runs a single-threaded tokio runtime, so a
-//! connection stays on one thread from accept to close (no work stealing, no cross-thread
-//! wake-ups) and plugin instances stay thread-local. Listeners are bound once per worker
+//! connection stays on one worker from accept to close (no work stealing) and plugin
+//! instances stay thread-local; a plain L4 connection's bytes move on the worker's own relay
+//! thread ([`super::relay`]), its completion back on the worker. Listeners are bound once per worker
 //! with `SO_REUSEPORT`, so the kernel spreads connections over the workers.
 
 use std::future::Future;

@@ -1,0 +1,193 @@
+//! The relay against real loopback sockets: bytes, half-close, back-pressure, resets, many
+//! connections at once, and a lasting connection's move from the worker's task to its relay
+//! thread.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+use super::adopt;
+use super::task::SETTLED;
+
+type Totals = std::io::Result<[u64; 2]>;
+
+/// A connection through the relay, on loopback: the client's end, the endpoint's end, and
+/// what `done` is called with.
+async fn relayed() -> (TcpStream, TcpStream, oneshot::Receiver<Totals>) {
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = front.accept().await.unwrap();
+    let upstream = TcpStream::connect(back.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (endpoint, _) = back.accept().await.unwrap();
+    let (tx, rx) = oneshot::channel();
+    adopt(
+        accepted,
+        upstream,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    (client, endpoint, rx)
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Everything `s` sends until its FIN, within [`LIMIT`].
+async fn read_all(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut got = Vec::new();
+    timeout(LIMIT, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    got
+}
+
+#[tokio::test]
+async fn bytes_cross_both_ways_and_each_fin_is_passed_on() {
+    let settled = SETTLED.with(|n| n.get());
+    let (mut client, mut endpoint, done) = relayed().await;
+    client.write_all(b"ping").await.unwrap();
+    client.shutdown().await.unwrap();
+    // The endpoint sees the request end (EOF) while the client can still read.
+    assert_eq!(read_all(&mut endpoint).await, b"ping");
+    endpoint.write_all(b"pong!").await.unwrap();
+    endpoint.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut client).await, b"pong!");
+    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
+    assert_eq!(totals, [4, 5]);
+    // A short connection lives and ends in the worker's task.
+    assert_eq!(SETTLED.with(|n| n.get()), settled);
+}
+
+#[tokio::test]
+async fn a_lasting_connection_moves_to_the_relay_thread_and_keeps_its_totals() {
+    let settled = SETTLED.with(|n| n.get());
+    let (mut client, mut endpoint, done) = relayed().await;
+    for i in 0..20u8 {
+        client.write_all(&[i; 10]).await.unwrap();
+        let mut got = [0u8; 10];
+        timeout(LIMIT, endpoint.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [i; 10]);
+        endpoint.write_all(&[i; 20]).await.unwrap();
+        let mut back = [0u8; 20];
+        timeout(LIMIT, client.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, [i; 20]);
+    }
+    assert_eq!(SETTLED.with(|n| n.get()) - settled, 1, "moved once");
+    // Half-close works the same on the relay thread, and the totals count both stages.
+    client.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut endpoint).await, b"");
+    endpoint.write_all(b"bye").await.unwrap();
+    endpoint.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut client).await, b"bye");
+    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
+    assert_eq!(totals, [200, 403]);
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_the_sender_back_and_loses_nothing() {
+    // Far more than loopback's socket buffers hold, so both directions stash and wait.
+    let up: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = up.iter().rev().copied().collect();
+    let (client, endpoint, done) = relayed().await;
+    let (mut client_r, mut client_w) = client.into_split();
+    let (mut endpoint_r, mut endpoint_w) = endpoint.into_split();
+    let (up2, down2) = (up.clone(), down.clone());
+    let sending = tokio::spawn(async move {
+        client_w.write_all(&up2).await.unwrap();
+        client_w.shutdown().await.unwrap();
+    });
+    let answering = tokio::spawn(async move {
+        endpoint_w.write_all(&down2).await.unwrap();
+        endpoint_w.shutdown().await.unwrap();
+    });
+    // Neither reader starts until the writers have filled everything in between.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut at_endpoint, mut at_client) = (Vec::new(), Vec::new());
+    let reads = async {
+        tokio::try_join!(
+            endpoint_r.read_to_end(&mut at_endpoint),
+            client_r.read_to_end(&mut at_client)
+        )
+    };
+    timeout(LIMIT, reads).await.unwrap().unwrap();
+    timeout(LIMIT, sending).await.unwrap().unwrap();
+    timeout(LIMIT, answering).await.unwrap().unwrap();
+    assert!(at_endpoint == up, "client → endpoint bytes differ");
+    assert!(at_client == down, "endpoint → client bytes differ");
+    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
+    assert_eq!(totals, [up.len() as u64, down.len() as u64]);
+}
+
+#[tokio::test]
+async fn a_reset_from_the_endpoint_ends_the_connection_with_an_error() {
+    let (mut client, endpoint, done) = relayed().await;
+    client.write_all(b"hello").await.unwrap();
+    socket2::SockRef::from(&endpoint)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(endpoint);
+    let result = timeout(LIMIT, done).await.unwrap().unwrap();
+    assert!(
+        result.is_err(),
+        "a reset must end the relay with an error: {result:?}"
+    );
+    // The client's side is closed with it.
+    let mut rest = Vec::new();
+    let _ = timeout(LIMIT, client.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn one_worker_relays_many_connections_at_once() {
+    let mut pairs = Vec::new();
+    for _ in 0..100 {
+        pairs.push(relayed().await);
+    }
+    // Every request is on its way before any answer is read.
+    for (i, (client, _, _)) in pairs.iter_mut().enumerate() {
+        client
+            .write_all(format!("request {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    for (i, (client, endpoint, done)) in pairs.into_iter().enumerate() {
+        let want = format!("request {i}");
+        let mut got = vec![0; want.len()];
+        timeout(LIMIT, answer_one(client, endpoint, &mut got, done))
+            .await
+            .unwrap();
+        assert_eq!(got, want.as_bytes());
+    }
+}
+
+/// Reads one request (`got.len()` bytes) at the endpoint, answers it and closes, and
+/// checks the client gets the answer and the relay its totals.
+async fn answer_one(
+    mut client: TcpStream,
+    mut endpoint: TcpStream,
+    got: &mut [u8],
+    done: oneshot::Receiver<Totals>,
+) {
+    endpoint.read_exact(got).await.unwrap();
+    endpoint.write_all(b"ok").await.unwrap();
+    drop(endpoint);
+    assert_eq!(read_all(&mut client).await, b"ok");
+    drop(client);
+    let totals = done.await.unwrap().unwrap();
+    assert_eq!(totals, [got.len() as u64, 2]);
+}

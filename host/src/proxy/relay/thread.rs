@@ -1,0 +1,320 @@
+//! A relay's second stage: each worker's relay thread, with an epoll instance of its own
+//! (through `mio`), copies the bytes of the worker's connections that have lasted
+//! ([`super::task`] moves them here). A readiness event costs the thread one `epoll_wait`
+//! slot and nothing else: no tokio driver bookkeeping, no waker, no task poll, and no syscall
+//! beyond the read and the write. An idle connection costs a slab entry and no task.
+//!
+//! A ready socket is read into the thread's scratch buffer and written straight on to its
+//! peer; bytes the peer cannot take at once wait in a per-direction stash until it can. A
+//! connection's completion runs on this thread, before its sockets close (a balancer's
+//! feedback, which needs the worker's plugin instance, is sent back there by
+//! [`crate::proxy::tcp`]).
+
+use std::cell::RefCell;
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+use parking_lot::Mutex;
+use slab::Slab;
+
+use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn};
+
+/// The token of the relay's waker; connections use `key << 1 | side`.
+const WAKE: Token = Token(usize::MAX);
+
+thread_local! {
+    /// This worker's relay.
+    static RELAY: RefCell<Option<Arc<Relay>>> = const { RefCell::new(None) };
+}
+
+/// Hands a connection's two sockets (client, endpoint; non-blocking, in no epoll instance),
+/// which have copied `totals` bytes so far, to this worker's relay thread; `done` runs there
+/// when the connection ends.
+pub(super) fn adopt(sockets: [std::net::TcpStream; 2], totals: [u64; 2], done: Done) {
+    let relay = RELAY.with(|r| {
+        let mut r = r.borrow_mut();
+        match &*r {
+            Some(relay) if relay.alive.load(Ordering::Acquire) => Ok(relay.clone()),
+            // The first connection on this worker, or its relay thread died (a bug: the
+            // connections it held are closed, and the next ones get a new thread).
+            _ => Relay::start().inspect(|relay| *r = Some(relay.clone())),
+        }
+    });
+    let relay = match relay {
+        Ok(r) => r,
+        Err(e) => return done(Err(e)),
+    };
+    let first = {
+        let mut inbox = relay.inbox.lock();
+        inbox.push(Adopted {
+            sockets,
+            totals,
+            done,
+        });
+        inbox.len() == 1
+    };
+    if first && let Err(e) = relay.waker.wake() {
+        tracing::error!(error = %e, "waking the relay thread failed");
+    }
+}
+
+/// A worker's relay thread, as the worker sees it.
+struct Relay {
+    inbox: Mutex<Vec<Adopted>>,
+    waker: mio::Waker,
+    /// Cleared when the thread ends (it only ends by panicking).
+    alive: AtomicBool,
+}
+
+struct Adopted {
+    sockets: [std::net::TcpStream; 2],
+    totals: [u64; 2],
+    done: Done,
+}
+
+impl Relay {
+    fn start() -> io::Result<Arc<Relay>> {
+        let poll = Poll::new()?;
+        let relay = Arc::new(Relay {
+            inbox: Mutex::new(Vec::new()),
+            waker: mio::Waker::new(poll.registry(), WAKE)?,
+            alive: AtomicBool::new(true),
+        });
+        let name = std::thread::current()
+            .name()
+            .map_or_else(|| "switchyard-relay".to_owned(), |n| format!("{n}-relay"));
+        let r = relay.clone();
+        std::thread::Builder::new().name(name).spawn(move || {
+            let _dead = Dead(&r);
+            run(poll, &r);
+        })?;
+        Ok(relay)
+    }
+}
+
+/// Marks the relay dead when its thread unwinds.
+struct Dead<'a>(&'a Relay);
+
+impl Drop for Dead<'_> {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+        tracing::error!("a relay thread ended; its connections were closed");
+    }
+}
+
+/// The relay thread: waits for events and moves the bytes they allow, for ever.
+fn run(mut poll: Poll, relay: &Relay) -> ! {
+    let mut events = Events::with_capacity(256);
+    let mut conns: Slab<Conn> = Slab::new();
+    let mut scratch = vec![0u8; SCRATCH_BYTES].into_boxed_slice();
+    let mut ready: Vec<usize> = Vec::new();
+    let mut again: Vec<usize> = Vec::new();
+    let mut adopted: Vec<Adopted> = Vec::new();
+    loop {
+        // Connections with reads left to do go round again at once, after the others.
+        let timeout = (!again.is_empty()).then_some(Duration::ZERO);
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                tracing::error!(error = %e, "the relay's epoll_wait failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        ready.append(&mut again);
+        for ev in &events {
+            if ev.token() == WAKE {
+                std::mem::swap(&mut adopted, &mut relay.inbox.lock());
+                continue;
+            }
+            let (key, side) = (ev.token().0 >> 1, ev.token().0 & 1);
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let s = &mut conn.sockets[side];
+            if ev.is_error() || ev.is_read_closed() {
+                s.closed = true;
+            }
+            s.readable |= ev.is_readable() || s.closed;
+            s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            ready.push(key);
+        }
+        for a in adopted.drain(..) {
+            let entry = conns.vacant_entry();
+            let key = entry.key();
+            let [client, upstream] = a.sockets;
+            let mut conn = Conn {
+                sockets: [Side::new(client), Side::new(upstream)],
+                halves: a.totals.map(|total| Half {
+                    total,
+                    ..Half::default()
+                }),
+                done: a.done,
+            };
+            let registered = conn.sockets.iter_mut().enumerate().try_for_each(|(i, s)| {
+                poll.registry().register(
+                    &mut s.sock,
+                    Token(key << 1 | i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            });
+            match registered {
+                Ok(()) => {
+                    entry.insert(conn);
+                }
+                Err(e) => conn.finish(Err(e)),
+            }
+        }
+        for key in ready.drain(..) {
+            // A key may repeat (both sockets had events): the second pump finds nothing
+            // ready and costs no syscall.
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let result = match conn.pump(&mut scratch) {
+                Ok(Turn::Waiting) => continue,
+                Ok(Turn::Unfinished) => {
+                    again.push(key);
+                    continue;
+                }
+                Ok(Turn::Done) => Ok([conn.halves[0].total, conn.halves[1].total]),
+                Err(e) => Err(e),
+            };
+            conns.remove(key).finish(result);
+            if conns.is_empty() && conns.capacity() > 1024 {
+                // Give back the room a burst of connections took.
+                conns.shrink_to_fit();
+            }
+        }
+    }
+}
+
+/// A relayed connection: `sockets[0]` is the client's, `sockets[1]` the endpoint's;
+/// `halves[0]` copies client → endpoint, `halves[1]` endpoint → client.
+struct Conn {
+    sockets: [Side; 2],
+    halves: [Half; 2],
+    done: Done,
+}
+
+/// A socket and what epoll last said of it.
+struct Side {
+    sock: MioStream,
+    /// A read may find bytes (cleared when a read comes back short or would block).
+    readable: bool,
+    /// A write may take bytes (cleared when one would block).
+    writable: bool,
+    /// The peer's FIN or an error was reported: reads stay worth trying until they say so.
+    closed: bool,
+}
+
+impl Side {
+    fn new(sock: std::net::TcpStream) -> Side {
+        Side {
+            sock: MioStream::from_std(sock),
+            // Registering reports what the socket is ready for at once (epoll queues an
+            // event for a ready file on insertion), so nothing is tried blind.
+            readable: false,
+            writable: false,
+            closed: false,
+        }
+    }
+}
+
+impl Conn {
+    /// Moves whatever both directions can move now, up to [`READS_PER_TURN`] reads each;
+    /// `Err` when a socket failed.
+    fn pump(&mut self, scratch: &mut [u8]) -> io::Result<Turn> {
+        let [client, upstream] = &mut self.sockets;
+        let [up, down] = &mut self.halves;
+        let up_waits = up.pump(client, upstream, scratch)?;
+        let down_waits = down.pump(upstream, client, scratch)?;
+        Ok(Turn::after([&*up, &*down], up_waits, down_waits))
+    }
+
+    /// Runs `done`, then closes the sockets (which takes them out of the epoll instance).
+    fn finish(self, result: io::Result<[u64; 2]>) {
+        let Conn { sockets, done, .. } = self;
+        done(result);
+        drop(sockets);
+    }
+}
+
+impl Half {
+    /// Copies `from` → `to` until one of them would block (`Ok(true)`), `from` has ended and
+    /// its FIN has been passed on (`Ok(true)`), or the turn's reads are used up (`Ok(false)`).
+    fn pump(&mut self, from: &mut Side, to: &mut Side, scratch: &mut [u8]) -> io::Result<bool> {
+        for _ in 0..READS_PER_TURN {
+            if !self.stash.is_empty() && !self.flush(to)? {
+                return Ok(true);
+            }
+            if self.eof {
+                if !self.shut {
+                    self.shut = true;
+                    // The peer may have gone already; the other direction reports that.
+                    let _ = to.sock.shutdown(std::net::Shutdown::Write);
+                }
+                return Ok(true);
+            }
+            if !from.readable {
+                return Ok(true);
+            }
+            let n = match from.sock.read(scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    from.readable = false;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                self.eof = true;
+                continue;
+            }
+            // A short read drained the socket: epoll reports the next bytes (edge-triggered),
+            // so an exchange costs one read per direction, not a second one to learn EAGAIN.
+            if n < scratch.len() && !from.closed {
+                from.readable = false;
+            }
+            self.total += n as u64;
+            let bytes = &scratch[..n];
+            if !to.writable {
+                self.stash.extend_from_slice(bytes);
+                continue;
+            }
+            match to.sock.write(bytes) {
+                Ok(w) => self.stash.extend_from_slice(&bytes[w..]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    to.writable = false;
+                    self.stash.extend_from_slice(bytes);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes the stash to `to` until it is empty (`Ok(true)`) or `to` would block
+    /// (`Ok(false)`).
+    fn flush(&mut self, to: &mut Side) -> io::Result<bool> {
+        while !self.stash.is_empty() {
+            if !to.writable {
+                return Ok(false);
+            }
+            match to.sock.write(&self.stash) {
+                Ok(n) => {
+                    self.stash.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => to.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.stash = Vec::new();
+        Ok(true)
+    }
+}
