@@ -208,12 +208,10 @@ impl Conn {
             ..
         } = self;
         let totals = [halves[0].total, halves[1].total];
-        match client
-            .into_std()
-            .and_then(|c| Ok([c, upstream.into_std()?]))
-        {
-            Ok(sockets) => super::thread::adopt(sockets, totals, done),
-            Err(e) => done(Err(e)),
+        // On an error the other socket is still held here, so both close after `done`.
+        match (client.into_std(), upstream.into_std()) {
+            (Ok(c), Ok(u)) => super::thread::adopt([c, u], totals, done),
+            (Err(e), _) | (_, Err(e)) => done(Err(e)),
         }
         #[cfg(test)]
         SETTLED.with(|n| n.set(n.get() + 1));
