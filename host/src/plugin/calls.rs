@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Plugins;
-use super::bindings::{dns, policy, types};
+use super::bindings::{balancer, dns, policy, types};
 use super::metrics::{ErrorKind, Hook};
-use super::worker::{BalancerHook, DnsHook, PolicyHook, Request, WORKER, classify, ip, slot};
+use super::worker::{BalancerHook, DnsHook, PolicyHook, Request, Slot, WORKER, classify, ip, slot};
 use crate::snapshot::{PluginRef, PortView, ServiceView};
 
 /// What the default DNS chain's instances and errors are filed under (no Service of its
@@ -158,6 +158,26 @@ impl Plugins {
         })
     }
 
+    /// Runs `f` on this worker's balancer slot for `svc`'s port `port_index`; `None` when the
+    /// port is gone or the Service names no balancer.
+    fn balancer_slot<R>(
+        &self,
+        svc: &Arc<ServiceView>,
+        port_index: usize,
+        node_local: bool,
+        f: impl FnOnce(&mut Slot<balancer::BalancerPlugin>, &PortView) -> R,
+    ) -> Option<R> {
+        let port = svc.ports.get(port_index)?;
+        svc.plugins.balancer.as_ref()?;
+        Some(WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            f(
+                slot(&mut w.balancers, self.id, svc, port_key(port, node_local)),
+                port,
+            )
+        }))
+    }
+
     /// Whether the balancer serving `svc`'s port on this worker asked for `feedback` calls.
     pub fn wants_feedback(
         &self,
@@ -165,17 +185,10 @@ impl Plugins {
         port_index: usize,
         node_local: bool,
     ) -> bool {
-        let Some(port) = svc.ports.get(port_index) else {
-            return false;
-        };
-        if svc.plugins.balancer.is_none() {
-            return false;
-        }
-        WORKER.with(|w| {
-            let mut w = w.borrow_mut();
-            let slot = slot(&mut w.balancers, self.id, svc, port_key(port, node_local));
+        self.balancer_slot(svc, port_index, node_local, |slot, _| {
             slot.live.as_ref().is_some_and(|l| l.asked.feedback)
         })
+        .unwrap_or(false)
     }
 
     /// Tells the balancer that served `svc`'s port how a connection or request went.
@@ -187,18 +200,10 @@ impl Plugins {
         endpoint_index: usize,
         outcome: types::Outcome,
     ) {
-        let Some(port) = svc.ports.get(port_index) else {
-            return;
-        };
-        let Some(ep) = port.endpoints.get(endpoint_index) else {
-            return;
-        };
-        if svc.plugins.balancer.is_none() {
-            return;
-        }
-        WORKER.with(|w| {
-            let mut w = w.borrow_mut();
-            let slot = slot(&mut w.balancers, self.id, svc, port_key(port, node_local));
+        self.balancer_slot(svc, port_index, node_local, |slot, port| {
+            let Some(ep) = port.endpoints.get(endpoint_index) else {
+                return;
+            };
             let Some(live) = slot.live.as_mut().filter(|l| l.asked.feedback) else {
                 return;
             };
@@ -218,7 +223,7 @@ impl Plugins {
                 );
                 slot.live = None;
             }
-        })
+        });
     }
 
     /// Admission of a new connection (and of each HTTP request before `on_request`).

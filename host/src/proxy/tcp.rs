@@ -140,14 +140,9 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
         )
     });
     // A plain connection that lasts ends on its worker's relay thread: a balancer that counts
-    // connections hears of it back on this worker, where its instance lives. One that did not
-    // ask is not called at all.
-    let feedback = dp.wants_feedback(&t).then(|| {
-        (
-            tokio::runtime::Handle::current(),
-            std::thread::current().id(),
-        )
-    });
+    // connections hears of it back on this worker, where its instance lives (one that did not
+    // ask costs the relay thread nothing).
+    let worker = dp.wants_feedback(&t).then(tokio::runtime::Handle::current);
     let finish = move |result: std::io::Result<[u64; 2]>| {
         drop(drain);
         let m = &t.metrics;
@@ -156,14 +151,11 @@ async fn connection(sock: TcpStream, peer: SocketAddr, t: Arc<Target>, dp: Arc<D
             m.received.inc_by(from_client);
             m.sent.inc_by(to_client);
         }
-        match feedback {
-            Some((_, worker)) if std::thread::current().id() == worker => {
-                dp.feedback(&t, index, connect_micros, 0, true);
-            }
-            Some((worker, _)) => {
-                worker.spawn(async move { dp.feedback(&t, index, connect_micros, 0, true) });
-            }
-            None => {}
+        // Only the worker runs a tokio runtime; the relay thread does not.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            dp.feedback(&t, index, connect_micros, 0, true);
+        } else if let Some(worker) = worker {
+            worker.spawn(async move { dp.feedback(&t, index, connect_micros, 0, true) });
         }
     };
     match client {
@@ -262,10 +254,8 @@ impl DataPlane {
 impl DataPlane {
     /// Whether `t`'s balancer on this worker asked to hear how each connection went.
     pub(super) fn wants_feedback(&self, t: &Target) -> bool {
-        t.view.plugins.balancer.is_some()
-            && self
-                .plugins
-                .wants_feedback(&t.view, t.route.port_index, t.node_local)
+        self.plugins
+            .wants_feedback(&t.view, t.route.port_index, t.node_local)
     }
 
     /// Tells the balancer plugin (if any) how a connection or request it picked for went:

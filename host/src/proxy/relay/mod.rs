@@ -57,8 +57,8 @@ struct Half {
 
 /// How a connection's turn ended.
 enum Turn {
-    /// Both FINs passed on.
-    Done,
+    /// Both FINs passed on, after copying these bytes (client → endpoint, endpoint → client).
+    Done([u64; 2]),
     /// Every socket it needs would block (the task: its waker is registered).
     Waiting,
     /// A direction used its reads for the turn with bytes perhaps still to come.
@@ -69,11 +69,29 @@ impl Turn {
     /// How a turn that left `halves` so ended, each direction waiting (`true`) or not.
     fn after(halves: [&Half; 2], up_waits: bool, down_waits: bool) -> Turn {
         if halves[0].shut && halves[1].shut {
-            Turn::Done
+            Turn::Done([halves[0].total, halves[1].total])
         } else if up_waits && down_waits {
             Turn::Waiting
         } else {
             Turn::Unfinished
         }
+    }
+}
+
+/// What a relay does with connection `key` after a turn: `None` keeps it (queued in `again`
+/// when it has reads left for another turn), `Some` is how it ended, for its [`Done`].
+fn ended(
+    turn: std::io::Result<Turn>,
+    key: usize,
+    again: &mut Vec<usize>,
+) -> Option<std::io::Result<[u64; 2]>> {
+    match turn {
+        Ok(Turn::Waiting) => None,
+        Ok(Turn::Unfinished) => {
+            again.push(key);
+            None
+        }
+        Ok(Turn::Done(totals)) => Some(Ok(totals)),
+        Err(e) => Some(Err(e)),
     }
 }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, SETTLE_AFTER_READS, Turn};
+use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, SETTLE_AFTER_READS, Turn, ended};
 
 thread_local! {
     /// This worker's relay: its inbox and the task that empties it.
@@ -133,18 +133,13 @@ async fn drive(inbox: Arc<Inbox>) {
                 let Some(conn) = conns.get_mut(key) else {
                     continue;
                 };
-                let result = match conn.pump(&mut scratch) {
-                    Ok(Turn::Waiting) if conn.settled() => {
-                        conns.remove(key).settle();
-                        continue;
-                    }
-                    Ok(Turn::Waiting) => continue,
-                    Ok(Turn::Unfinished) => {
-                        again.push(key);
-                        continue;
-                    }
-                    Ok(Turn::Done) => Ok([conn.halves[0].total, conn.halves[1].total]),
-                    Err(e) => Err(e),
+                let turn = conn.pump(&mut scratch);
+                if matches!(turn, Ok(Turn::Waiting)) && conn.settled() {
+                    conns.remove(key).settle();
+                    continue;
+                }
+                let Some(result) = ended(turn, key, &mut again) else {
+                    continue;
                 };
                 let Conn { sockets, done, .. } = conns.remove(key);
                 done(result);

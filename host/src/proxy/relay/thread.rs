@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 use slab::Slab;
 
-use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn};
+use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn, ended};
 
 /// The token of the relay's waker; connections use `key << 1 | side`.
 const WAKE: Token = Token(usize::MAX);
@@ -174,14 +174,8 @@ fn run(mut poll: Poll, relay: &Relay) -> ! {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let result = match conn.pump(&mut scratch) {
-                Ok(Turn::Waiting) => continue,
-                Ok(Turn::Unfinished) => {
-                    again.push(key);
-                    continue;
-                }
-                Ok(Turn::Done) => Ok([conn.halves[0].total, conn.halves[1].total]),
-                Err(e) => Err(e),
+            let Some(result) = ended(conn.pump(&mut scratch), key, &mut again) else {
+                continue;
             };
             conns.remove(key).finish(result);
             if conns.is_empty() && conns.capacity() > 1024 {
