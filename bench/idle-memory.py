@@ -1,25 +1,41 @@
 #!/usr/bin/env python3
 """Memory per idle proxied TCP connection (issue #4's figure), or per idle keep-alive HTTP
 connection with `--http` (one request answered on each, then idle; the HTTP/1 path).
+`--exchanges K` makes K exchanges on each connection before it idles (default 1): a TCP
+connection that has made five or more has moved from its worker's relay task to the worker's
+relay thread (host/src/proxy/relay/), so `--exchanges 5` measures a lasting connection.
 
 Starts an echo backend and the gateway (bench/proxy-candidate.sh, one worker, the Wasm
 round-robin balancer), opens N connections through the proxy, sends one byte on each and
 waits for its echo (so the upstream leg is connected and both copy loops wait), then reads the
-gateway's resident memory. Prints the growth per connection. All traffic on 127.0.0.1;
+gateway's resident memory. Prints the growth per connection, over all N and over the second
+half alone (the cost of one more connection, without what the first ones brought once). All traffic on 127.0.0.1;
 every wait is bounded.
 
     python3 bench/idle-memory.py [N]          # default 5000
     python3 bench/idle-memory.py --http [N]
+    python3 bench/idle-memory.py --exchanges 5 [N]
 """
-import os, resource, signal, socket, subprocess, sys, time
+import ctypes, os, resource, signal, socket, subprocess, sys, time
 
-HTTP = "--http" in sys.argv[1:]
-ARGS = [a for a in sys.argv[1:] if a != "--http"]
+ARGV = sys.argv[1:]
+HTTP = "--http" in ARGV
+EXCHANGES = 1
+if "--exchanges" in ARGV:
+    i = ARGV.index("--exchanges")
+    EXCHANGES = int(ARGV[i + 1])
+    del ARGV[i : i + 2]
+ARGS = [a for a in ARGV if a != "--http"]
 N = int(ARGS[0]) if ARGS else 5000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = ("127.0.0.1", 24480)
 LISTEN = ("127.0.0.1", 24491) if HTTP else ("127.0.0.1", 24490)
 REQUEST = b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n"
+
+# Transparent huge pages make resident memory grow in 2 MiB steps (420 bytes a connection at
+# 5,000): the gateway, started from here, inherits their being off (PR_SET_THP_DISABLE), so
+# the figure counts 4 KiB pages.
+ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0)
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -48,6 +64,15 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def relay_threads(pid):
+    """The gateway's relay threads (a worker starts one when its first connection moves)."""
+    names = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/comm") as f:
+            names.append(f.read().strip())
+    return sum(n.startswith("sy-relay") for n in names)
 
 
 def gateway_pid(parent):
@@ -107,16 +132,26 @@ try:
     time.sleep(0.5)
     before = rss_kib(pid)
     conns = []
+    half = None
     for i in range(N):
+        if i == N // 2:
+            time.sleep(1)
+            half = rss_kib(pid)
         s = socket.create_connection(LISTEN, timeout=10)
-        ping(s)
+        for _ in range(EXCHANGES):
+            ping(s)
         conns.append(s)
     time.sleep(1)
     after = rss_kib(pid)
     per = (after - before) * 1024 / N
+    # The second half's growth leaves out what the first connections brought once (a relay
+    # thread's malloc arena and buffers, tables grown to their size): the cost of one more.
+    marginal = (after - half) * 1024 / (N - N // 2)
     what = "idle keep-alive HTTP connection" if HTTP else "idle proxied connection"
-    print(f"connections {N}  gateway RSS before {before} KiB  after {after} KiB  "
-          f"per {what} {per / 1024:.1f} KiB ({per:.0f} bytes)")
+    what += f" after {EXCHANGES} exchange{'s' if EXCHANGES > 1 else ''}"
+    print(f"connections {N}  gateway RSS before {before} KiB  half-way {half} KiB  after {after} KiB  "
+          f"per {what} {per / 1024:.1f} KiB ({per:.0f} bytes), the second half's "
+          f"{marginal / 1024:.1f} KiB ({marginal:.0f} bytes)  relay threads {relay_threads(pid)}")
     for c in conns:
         c.close()
 finally:

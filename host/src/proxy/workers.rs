@@ -58,7 +58,7 @@ impl Workers {
         for i in 0..n.max(1) {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
-                .name(format!("switchyard-worker-{i}"))
+                .name(format!("sy-worker-{i}"))
                 .spawn(move || {
                     // I/O and timers. `enable_io` also brings tokio's signal and process
                     // drivers (the crate uses both elsewhere); at each park they cost a flag

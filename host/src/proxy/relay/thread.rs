@@ -84,9 +84,12 @@ impl Relay {
             waker: mio::Waker::new(poll.registry(), WAKE)?,
             alive: AtomicBool::new(true),
         });
-        let name = std::thread::current()
-            .name()
-            .map_or_else(|| "switchyard-relay".to_owned(), |n| format!("{n}-relay"));
+        // `sy-worker-3`'s relay is `sy-relay-3`: both fit the kernel's 15-byte thread name,
+        // so `top -H` and /proc/<pid>/task/*/comm tell them apart.
+        let name = std::thread::current().name().map_or_else(
+            || "sy-relay".to_owned(),
+            |n| n.replacen("worker", "relay", 1),
+        );
         let r = relay.clone();
         std::thread::Builder::new().name(name).spawn(move || {
             let _dead = Dead(&r);
