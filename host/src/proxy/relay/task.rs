@@ -135,8 +135,13 @@ async fn drive(inbox: Arc<Inbox>) {
                 };
                 let turn = conn.pump(&mut scratch);
                 if matches!(turn, Ok(Turn::Waiting)) && conn.settled() {
-                    conns.remove(key).settle();
-                    continue;
+                    if let Some(relay) = super::thread::relay() {
+                        conns.remove(key).settle(&relay);
+                        continue;
+                    }
+                    // No relay thread to be had: the connection stays, to try again after
+                    // as many reads.
+                    conn.reads = 0;
                 }
                 let Some(result) = ended(turn, key, &mut again) else {
                     continue;
@@ -193,9 +198,9 @@ impl Conn {
         self.reads >= SETTLE_AFTER_READS && self.halves.iter().all(|h| h.stash.is_empty() && !h.eof)
     }
 
-    /// Moves the connection to this worker's relay thread: its sockets leave the worker's
-    /// driver (`epoll_ctl` DEL each) for the thread's epoll instance.
-    fn settle(self) {
+    /// Moves the connection to this worker's relay thread, `relay`: its sockets leave the
+    /// worker's driver (`epoll_ctl` DEL each) for the thread's epoll instance.
+    fn settle(self, relay: &super::thread::Relay) {
         let Conn {
             sockets: [client, upstream],
             halves,
@@ -205,7 +210,7 @@ impl Conn {
         let totals = [halves[0].total, halves[1].total];
         // On an error the other socket is still held here, so both close after `done`.
         match (client.into_std(), upstream.into_std()) {
-            (Ok(c), Ok(u)) => super::thread::adopt([c, u], totals, done),
+            (Ok(c), Ok(u)) => super::thread::adopt(relay, [c, u], totals, done),
             (Err(e), _) | (_, Err(e)) => done(Err(e)),
         }
         #[cfg(test)]

@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::adopt;
 use super::task::SETTLED;
+use super::thread::FAIL_START;
 
 type Totals = std::io::Result<[u64; 2]>;
 
@@ -96,6 +97,39 @@ async fn a_lasting_connection_moves_to_the_relay_thread_and_keeps_its_totals() {
     assert_eq!(read_all(&mut client).await, b"bye");
     let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
     assert_eq!(totals, [200, 403]);
+}
+
+#[tokio::test]
+async fn a_lasting_connection_stays_in_the_task_when_no_relay_thread_can_start() {
+    FAIL_START.set(true);
+    let settled = SETTLED.with(|n| n.get());
+    let (mut client, mut endpoint, done) = relayed().await;
+    // Past the reads that would move it, twice over (the count starts again after a miss).
+    for i in 0..20u8 {
+        client.write_all(&[i; 10]).await.unwrap();
+        let mut got = [0u8; 10];
+        timeout(LIMIT, endpoint.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [i; 10]);
+        endpoint.write_all(&[i; 20]).await.unwrap();
+        let mut back = [0u8; 20];
+        timeout(LIMIT, client.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, [i; 20]);
+    }
+    assert_eq!(SETTLED.with(|n| n.get()), settled, "never moved");
+    client.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut endpoint).await, b"");
+    endpoint.write_all(b"bye").await.unwrap();
+    endpoint.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut client).await, b"bye");
+    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
+    assert_eq!(totals, [200, 403]);
+    FAIL_START.set(false);
 }
 
 #[tokio::test]

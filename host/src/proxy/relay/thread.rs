@@ -10,11 +10,11 @@
 //! feedback, which needs the worker's plugin instance, is sent back there by
 //! [`crate::proxy::tcp`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
@@ -29,25 +29,60 @@ const WAKE: Token = Token(usize::MAX);
 thread_local! {
     /// This worker's relay.
     static RELAY: RefCell<Option<Arc<Relay>>> = const { RefCell::new(None) };
+    /// After the relay thread failed to start: no new attempt before then.
+    static RETRY_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes this worker's relay thread fail to start, as at a pids limit.
+    pub(super) static FAIL_START: Cell<bool> = const { Cell::new(false) };
+}
+
+/// How long a worker whose relay thread failed to start waits before trying again.
+const RETRY_START: Duration = Duration::from_secs(1);
+
+/// This worker's relay thread, started if need be. `None` when it cannot start (a pids or
+/// thread limit): the worker's connections then stay in its relay task, which serves them as
+/// well, for dearer; a new attempt comes at most once per [`RETRY_START`].
+pub(super) fn relay() -> Option<Arc<Relay>> {
+    RELAY.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(relay) = &*r
+            && relay.alive.load(Ordering::Acquire)
+        {
+            return Some(relay.clone());
+        }
+        // The first connection on this worker to move, or its relay thread died (a bug: the
+        // connections it held are closed, and the next ones get a new thread).
+        if RETRY_AT.get().is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        match Relay::start() {
+            Ok(relay) => {
+                RETRY_AT.set(None);
+                *r = Some(relay.clone());
+                Some(relay)
+            }
+            Err(e) => {
+                RETRY_AT.set(Some(Instant::now() + RETRY_START));
+                tracing::warn!(error = %e, retry_in = ?RETRY_START,
+                    "could not start a relay thread: lasting L4 connections stay in the worker's relay task");
+                None
+            }
+        }
+    })
 }
 
 /// Hands a connection's two sockets (client, endpoint; non-blocking, in no epoll instance),
-/// which have copied `totals` bytes so far, to this worker's relay thread; `done` runs there
-/// when the connection ends.
-pub(super) fn adopt(sockets: [std::net::TcpStream; 2], totals: [u64; 2], done: Done) {
-    let relay = RELAY.with(|r| {
-        let mut r = r.borrow_mut();
-        match &*r {
-            Some(relay) if relay.alive.load(Ordering::Acquire) => Ok(relay.clone()),
-            // The first connection on this worker, or its relay thread died (a bug: the
-            // connections it held are closed, and the next ones get a new thread).
-            _ => Relay::start().inspect(|relay| *r = Some(relay.clone())),
-        }
-    });
-    let relay = match relay {
-        Ok(r) => r,
-        Err(e) => return done(Err(e)),
-    };
+/// which have copied `totals` bytes so far, to `relay` (this worker's, from [`relay()`]);
+/// `done` runs there when the connection ends.
+pub(super) fn adopt(
+    relay: &Relay,
+    sockets: [std::net::TcpStream; 2],
+    totals: [u64; 2],
+    done: Done,
+) {
     let first = {
         let mut inbox = relay.inbox.lock();
         inbox.push(Adopted {
@@ -63,7 +98,7 @@ pub(super) fn adopt(sockets: [std::net::TcpStream; 2], totals: [u64; 2], done: D
 }
 
 /// A worker's relay thread, as the worker sees it.
-struct Relay {
+pub(super) struct Relay {
     inbox: Mutex<Vec<Adopted>>,
     waker: mio::Waker,
     /// Cleared when the thread ends (it only ends by panicking).
@@ -78,6 +113,10 @@ struct Adopted {
 
 impl Relay {
     fn start() -> io::Result<Arc<Relay>> {
+        #[cfg(test)]
+        if FAIL_START.get() {
+            return Err(io::Error::other("no relay thread (test)"));
+        }
         let poll = Poll::new()?;
         let relay = Arc::new(Relay {
             inbox: Mutex::new(Vec::new()),
