@@ -41,6 +41,43 @@ async fn relayed() -> (TcpStream, TcpStream, oneshot::Receiver<Totals>) {
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// Twenty exchanges (40 reads with data, past the eight after which a connection moves): 10
+/// bytes from the client, 20 back.
+async fn twenty_exchanges(client: &mut TcpStream, endpoint: &mut TcpStream) {
+    for i in 0..20u8 {
+        client.write_all(&[i; 10]).await.unwrap();
+        let mut got = [0u8; 10];
+        timeout(LIMIT, endpoint.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [i; 10]);
+        endpoint.write_all(&[i; 20]).await.unwrap();
+        let mut back = [0u8; 20];
+        timeout(LIMIT, client.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, [i; 20]);
+    }
+}
+
+/// The client's FIN, then the endpoint's "bye" and FIN; `done` must report 200 bytes up and
+/// 403 down (after [`twenty_exchanges`]).
+async fn close_both_ways(
+    mut client: TcpStream,
+    mut endpoint: TcpStream,
+    done: oneshot::Receiver<Totals>,
+) {
+    client.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut endpoint).await, b"");
+    endpoint.write_all(b"bye").await.unwrap();
+    endpoint.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut client).await, b"bye");
+    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
+    assert_eq!(totals, [200, 403]);
+}
+
 /// Everything `s` sends until its FIN, within [`LIMIT`].
 async fn read_all(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
     let mut got = Vec::new();
@@ -72,31 +109,10 @@ async fn bytes_cross_both_ways_and_each_fin_is_passed_on() {
 async fn a_lasting_connection_moves_to_the_relay_thread_and_keeps_its_totals() {
     let settled = SETTLED.with(|n| n.get());
     let (mut client, mut endpoint, done) = relayed().await;
-    for i in 0..20u8 {
-        client.write_all(&[i; 10]).await.unwrap();
-        let mut got = [0u8; 10];
-        timeout(LIMIT, endpoint.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, [i; 10]);
-        endpoint.write_all(&[i; 20]).await.unwrap();
-        let mut back = [0u8; 20];
-        timeout(LIMIT, client.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, [i; 20]);
-    }
+    twenty_exchanges(&mut client, &mut endpoint).await;
     assert_eq!(SETTLED.with(|n| n.get()) - settled, 1, "moved once");
     // Half-close works the same on the relay thread, and the totals count both stages.
-    client.shutdown().await.unwrap();
-    assert_eq!(read_all(&mut endpoint).await, b"");
-    endpoint.write_all(b"bye").await.unwrap();
-    endpoint.shutdown().await.unwrap();
-    assert_eq!(read_all(&mut client).await, b"bye");
-    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
-    assert_eq!(totals, [200, 403]);
+    close_both_ways(client, endpoint, done).await;
 }
 
 #[tokio::test]
@@ -104,31 +120,10 @@ async fn a_lasting_connection_stays_in_the_task_when_no_relay_thread_can_start()
     FAIL_START.set(true);
     let settled = SETTLED.with(|n| n.get());
     let (mut client, mut endpoint, done) = relayed().await;
-    // Past the reads that would move it, twice over (the count starts again after a miss).
-    for i in 0..20u8 {
-        client.write_all(&[i; 10]).await.unwrap();
-        let mut got = [0u8; 10];
-        timeout(LIMIT, endpoint.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, [i; 10]);
-        endpoint.write_all(&[i; 20]).await.unwrap();
-        let mut back = [0u8; 20];
-        timeout(LIMIT, client.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, [i; 20]);
-    }
+    // Far past the reads that would move it (after each miss the count starts again).
+    twenty_exchanges(&mut client, &mut endpoint).await;
     assert_eq!(SETTLED.with(|n| n.get()), settled, "never moved");
-    client.shutdown().await.unwrap();
-    assert_eq!(read_all(&mut endpoint).await, b"");
-    endpoint.write_all(b"bye").await.unwrap();
-    endpoint.shutdown().await.unwrap();
-    assert_eq!(read_all(&mut client).await, b"bye");
-    let totals = timeout(LIMIT, done).await.unwrap().unwrap().unwrap();
-    assert_eq!(totals, [200, 403]);
+    close_both_ways(client, endpoint, done).await;
     FAIL_START.set(false);
 }
 
