@@ -1,7 +1,10 @@
 //! Helpers for data-plane tests: Services with selector-less Endpoints, waiting for
-//! listeners, sending traffic with curl and reading metrics. Every wait is bounded.
+//! listeners, sending traffic with curl or keep-alive GETs on one socket, and reading
+//! metrics. Every wait is bounded.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -102,4 +105,35 @@ pub fn local_endpoints(g: &Gateway, last: &[u8]) -> Vec<(String, &'static str)> 
     last.iter()
         .map(|i| (g.backend_ip(*i), "test-node"))
         .collect()
+}
+
+/// Opens a connection to `addr` and sends `gets` keep-alive GETs on it, one at a time;
+/// returns the connection (still open) and the name of the backend that answered them all.
+pub fn keep_alive_gets(addr: &str, gets: usize) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut names = BTreeSet::new();
+    for _ in 0..gets {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The backend's answer is one line after the head: done once the body has its newline.
+        let body = loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((_, body)) = text.split_once("\r\n\r\n")
+                && body.ends_with('\n')
+            {
+                break body.to_string();
+            }
+        };
+        let name = body.split_whitespace().next().unwrap_or("").to_string();
+        assert!(name.starts_with('b'), "no backend name in {body:?}");
+        names.insert(name);
+    }
+    assert_eq!(names.len(), 1, "one connection, one backend: {names:?}");
+    (s, names.pop_first().unwrap())
 }

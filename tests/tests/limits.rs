@@ -2,11 +2,17 @@
 //! ports can exhaust it. Listeners past the data plane's socket budget are refused and
 //! reported like a failed bind (log, metric, `/debug/listeners`), the API and admin
 //! endpoints keep answering, and sockets a deleted Service frees are used again at once.
+//!
+//! The pids limit (a pod's `pids.max`): a worker whose relay thread cannot start keeps its
+//! lasting L4 connections in its relay task, and the thread starts once the limit allows.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_e2e::traffic::{listeners, metric};
+use switchyard_e2e::traffic::{
+    backends, jsonpath, keep_alive_gets, listeners, local_endpoints, metric, service, wait_listener,
+};
 use switchyard_e2e::{Gateway, http, stderr, wait_for};
 
 /// A ClusterIP Service with `ports` named TCP ports (10000, 10001, ...).
@@ -83,4 +89,97 @@ fn listeners_past_the_open_file_budget_are_refused_and_the_api_keeps_answering()
         (wide(&g) == 100 && failed.is_empty() && bound >= 100).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", states(&g), g.log()));
+}
+
+/// A cgroup (v1 `pids` controller) holding one process, removed on drop.
+struct PidsCgroup {
+    dir: PathBuf,
+    pid: u32,
+}
+
+const PIDS_ROOT: &str = "/sys/fs/cgroup/pids";
+
+impl PidsCgroup {
+    /// Puts `pid` (every thread of it) in a new cgroup; `None` where none can be made (no v1
+    /// `pids` hierarchy, or not root).
+    fn hold(pid: u32) -> Option<PidsCgroup> {
+        let dir = Path::new(PIDS_ROOT).join(format!("switchyard-e2e-{pid}"));
+        std::fs::create_dir(&dir).ok()?;
+        let cg = PidsCgroup { dir, pid };
+        std::fs::write(cg.dir.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(cg)
+    }
+
+    /// No new thread or process in the cgroup: `pids.max` at what it holds now.
+    fn freeze(&self) {
+        let now = std::fs::read_to_string(self.dir.join("pids.current")).unwrap();
+        std::fs::write(self.dir.join("pids.max"), now.trim()).unwrap();
+    }
+
+    /// No limit.
+    fn thaw(&self) {
+        std::fs::write(self.dir.join("pids.max"), "max").unwrap();
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("pids.max"), "max");
+        let _ = std::fs::write(
+            Path::new(PIDS_ROOT).join("cgroup.procs"),
+            self.pid.to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The gateway's relay threads, by name.
+fn relay_threads(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("sy-relay"))
+        .count()
+}
+
+#[test]
+fn a_lasting_connection_outlives_a_pids_limit_that_stops_the_relay_thread() {
+    let g = Gateway::start_with(&["--workers", "1"]).unwrap();
+    let Some(cg) = PidsCgroup::hold(g.pid()) else {
+        eprintln!("skipped: no v1 pids cgroup can be made here ({PIDS_ROOT}, needs root)");
+        return;
+    };
+    let _b = backends(&g, &[31], 9376);
+    let eps = local_endpoints(&g, &[31]);
+    service(
+        &g,
+        "pl",
+        "ports: [{port: 80, targetPort: 9376}]",
+        &eps,
+        9376,
+    );
+    let addr = format!("{}:80", jsonpath(&g, &["svc", "pl"], "{.spec.clusterIP}"));
+    wait_listener(&g, &addr, 1);
+    assert_eq!(relay_threads(g.pid()), 0, "no connection has lasted yet");
+
+    // Ten exchanges on one connection, each answered: six of them after the four at which it
+    // would have moved.
+    cg.freeze();
+    let (_held, name) = keep_alive_gets(&addr, 10);
+    assert_eq!(name, "b31");
+    assert_eq!(relay_threads(g.pid()), 0, "no thread could start");
+    assert!(
+        g.log().contains("could not start a relay thread"),
+        "the refusal is logged:\n{}",
+        g.log()
+    );
+    // Once the limit is lifted (and the second between attempts has passed), the next
+    // lasting connection moves and the thread is there.
+    cg.thaw();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_lasting, _) = keep_alive_gets(&addr, 10);
+    wait_for(Duration::from_secs(5), "a relay thread", || {
+        (relay_threads(g.pid()) == 1).then_some(())
+    })
+    .unwrap();
 }

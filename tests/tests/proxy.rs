@@ -9,8 +9,8 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::traffic::{
-    backends, distinct, jsonpath, listeners, local_endpoints, metric, names, served_by, service,
-    wait_listener,
+    backends, distinct, jsonpath, keep_alive_gets, listeners, local_endpoints, metric, names,
+    served_by, service, wait_listener,
 };
 use switchyard_e2e::{Backend, Gateway, curl, stderr, wait_for};
 
@@ -470,37 +470,6 @@ fn a_listener_that_cannot_bind_is_reported_and_retried() {
     );
 }
 
-/// Opens a connection to `addr` and sends `gets` keep-alive GETs on it, one at a time;
-/// returns the connection (still open) and the name of the backend that answered them all.
-fn gets(addr: &str, gets: usize) -> (TcpStream, String) {
-    use std::io::Write;
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut names = BTreeSet::new();
-    for _ in 0..gets {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: lc\r\n\r\n").unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        // The backend's answer is one line after the head: done once the body has its newline.
-        let body = loop {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "the connection closed: {got:?}");
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got).into_owned();
-            if let Some((_, body)) = text.split_once("\r\n\r\n")
-                && body.ends_with('\n')
-            {
-                break body.to_string();
-            }
-        };
-        let name = body.split_whitespace().next().unwrap_or("").to_string();
-        assert!(name.starts_with('b'), "no backend name in {body:?}");
-        names.insert(name);
-    }
-    assert_eq!(names.len(), 1, "one connection, one backend: {names:?}");
-    (s, names.pop_first().unwrap())
-}
-
 #[test]
 fn least_conn_hears_when_a_relayed_connection_ends() {
     // One worker, so the balancer keeps one table of counts. A plain L4 connection that lasts
@@ -536,7 +505,7 @@ fn least_conn_hears_when_a_relayed_connection_ends() {
     };
     // Once least-conn picks, a held connection's endpoint gets no short one.
     let (first, busy) = wait_for(Duration::from_secs(20), "least-conn to pick", || {
-        let (s, busy) = gets(&addr, 1);
+        let (s, busy) = keep_alive_gets(&addr, 1);
         let mut seen = Vec::new();
         for _ in 0..6 {
             active(1.0);
@@ -554,7 +523,7 @@ fn least_conn_hears_when_a_relayed_connection_ends() {
     // A second held connection goes elsewhere; now one endpoint has none open, and every
     // connection, ending before the next starts, must go there: short ones (one GET, ending in
     // the worker's relay task) and lasting ones (six GETs, moved to the relay thread first).
-    let (second, busy2) = gets(&addr, 1);
+    let (second, busy2) = keep_alive_gets(&addr, 1);
     assert_ne!(busy2, busy);
     let free: Vec<String> = names(&[21, 22, 23])
         .into_iter()
@@ -562,7 +531,7 @@ fn least_conn_hears_when_a_relayed_connection_ends() {
         .collect();
     for i in 0..8 {
         active(2.0);
-        let (s, name) = gets(&addr, if i % 2 == 0 { 1 } else { 6 });
+        let (s, name) = keep_alive_gets(&addr, if i % 2 == 0 { 1 } else { 6 });
         drop(s);
         assert_eq!(vec![name], free, "connection {i} (held: {busy}, {busy2})");
     }
