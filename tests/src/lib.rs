@@ -170,20 +170,28 @@ impl Gateway {
     /// Starts with extra `serve` flags under an open-file limit of `open_files`.
     pub fn start_limited(open_files: Option<u64>, extra: &[&str]) -> Result<Self> {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut g = Gateway {
-            net: (100 + (std::process::id() + n * 7) % 120) as u8,
-            child: None,
-            api: format!("127.0.0.1:{}", free_port()),
-            admin: format!("127.0.0.1:{}", free_port()),
-            dns: format!("127.0.0.1:{}", free_port()),
-            data: tempfile::tempdir()?,
-            kube_cache: tempfile::tempdir()?,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            open_files,
-        };
-        g.spawn()?;
-        Ok(g)
+        for attempt in 0.. {
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut g = Gateway {
+                net: (100 + (std::process::id() + n * 7) % 120) as u8,
+                child: None,
+                api: format!("127.0.0.1:{}", free_port()),
+                admin: format!("127.0.0.1:{}", free_port()),
+                dns: format!("127.0.0.1:{}", free_port()),
+                data: tempfile::tempdir()?,
+                kube_cache: tempfile::tempdir()?,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                open_files,
+            };
+            match g.spawn() {
+                Ok(()) => return Ok(g),
+                // A test running beside this one took a port between `free_port` and the
+                // gateway's bind (DNS binds UDP and TCP on one port): new ports, a new start.
+                Err(_) if attempt < 3 && g.log().contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -221,15 +229,23 @@ impl Gateway {
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let admin = self.admin.clone();
-        wait_for(Duration::from_secs(20), "/readyz", || {
+        // Ready, or exited (a start-up error: no use waiting the whole limit).
+        let ready = wait_for(Duration::from_secs(20), "/readyz", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(status));
+            }
             http("GET", &admin, "/readyz", "text/plain", b"")
                 .ok()
                 .filter(|(c, _)| *c == 200)
-        })
-        .with_context(|| format!("gateway log:\n{}", self.log()))?;
-        Ok(())
+                .map(|_| Ok(()))
+        });
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => bail!("the gateway exited ({status}); its log:\n{}", self.log()),
+            Err(e) => Err(e.context(format!("gateway log:\n{}", self.log()))),
+        }
     }
 
     /// `--service-cidr`, `--lb-pool`, `--node-ip`, `--node-name` and `--workers` in this
