@@ -9,24 +9,21 @@ Starts an echo backend and the gateway (bench/proxy-candidate.sh, one worker, th
 round-robin balancer), opens N connections through the proxy, sends one byte on each and
 waits for its echo (so the upstream leg is connected and both copy loops wait), then reads the
 gateway's resident memory. Prints the growth per connection, over all N and over the second
-half alone (the cost of one more connection, without what the first ones brought once). All traffic on 127.0.0.1;
-every wait is bounded.
+half alone (the cost of one more connection, without what the first ones brought once). All
+traffic on 127.0.0.1; every wait is bounded.
 
     python3 bench/idle-memory.py [N]          # default 5000
     python3 bench/idle-memory.py --http [N]
     python3 bench/idle-memory.py --exchanges 5 [N]
 """
-import ctypes, os, resource, signal, socket, subprocess, sys, time
+import argparse, ctypes, os, resource, signal, socket, subprocess, sys, time
 
-ARGV = sys.argv[1:]
-HTTP = "--http" in ARGV
-EXCHANGES = 1
-if "--exchanges" in ARGV:
-    i = ARGV.index("--exchanges")
-    EXCHANGES = int(ARGV[i + 1])
-    del ARGV[i : i + 2]
-ARGS = [a for a in ARGV if a != "--http"]
-N = int(ARGS[0]) if ARGS else 5000
+cli = argparse.ArgumentParser(description="memory per idle proxied connection")
+cli.add_argument("n", nargs="?", type=int, default=5000, help="connections (default 5000)")
+cli.add_argument("--http", action="store_true", help="the HTTP/1 path, one request on each")
+cli.add_argument("--exchanges", type=int, default=1, help="exchanges before idling (default 1)")
+opts = cli.parse_args()
+HTTP, EXCHANGES, N = opts.http, opts.exchanges, opts.n
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = ("127.0.0.1", 24480)
 LISTEN = ("127.0.0.1", 24491) if HTTP else ("127.0.0.1", 24490)
@@ -68,11 +65,8 @@ def rss_kib(pid):
 
 def relay_threads(pid):
     """The gateway's relay threads (a worker starts one when its first connection moves)."""
-    names = []
-    for t in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{t}/comm") as f:
-            names.append(f.read().strip())
-    return sum(n.startswith("sy-relay") for n in names)
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return sum(open(f"/proc/{pid}/task/{t}/comm").read().startswith("sy-relay") for t in tasks)
 
 
 def gateway_pid(parent):

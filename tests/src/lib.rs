@@ -170,7 +170,9 @@ impl Gateway {
     /// Starts with extra `serve` flags under an open-file limit of `open_files`.
     pub fn start_limited(open_files: Option<u64>, extra: &[&str]) -> Result<Self> {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut g = Gateway {
                 net: (100 + (std::process::id() + n * 7) % 120) as u8,
@@ -191,7 +193,6 @@ impl Gateway {
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("the loop returns")
     }
 
     fn spawn(&mut self) -> Result<()> {

@@ -189,9 +189,7 @@ impl Conn {
         let down_waits = down.pump_polled(upstream, client, &mut cx, scratch, &mut self.reads)?;
         Ok(Turn::after([&*up, &*down], up_waits, down_waits))
     }
-}
 
-impl Conn {
     /// Whether the connection has lasted long enough to move to the relay thread, and can:
     /// nothing stashed, no FIN seen.
     fn settled(&self) -> bool {
@@ -210,7 +208,7 @@ impl Conn {
         let totals = [halves[0].total, halves[1].total];
         // On an error the other socket is still held here, so both close after `done`.
         match (client.into_std(), upstream.into_std()) {
-            (Ok(c), Ok(u)) => super::thread::adopt(relay, [c, u], totals, done),
+            (Ok(c), Ok(u)) => relay.adopt([c, u], totals, done),
             (Err(e), _) | (_, Err(e)) => done(Err(e)),
         }
         #[cfg(test)]

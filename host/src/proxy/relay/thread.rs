@@ -10,7 +10,7 @@
 //! feedback, which needs the worker's plugin instance, is sent back there by
 //! [`crate::proxy::tcp`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,16 +27,22 @@ use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn, ended};
 const WAKE: Token = Token(usize::MAX);
 
 thread_local! {
-    /// This worker's relay.
-    static RELAY: RefCell<Option<Arc<Relay>>> = const { RefCell::new(None) };
-    /// After the relay thread failed to start: no new attempt before then.
-    static RETRY_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// This worker's relay thread, as far as it got.
+    static RELAY: RefCell<Stage> = const { RefCell::new(Stage::NotStarted) };
+}
+
+/// Where a worker's relay thread stands.
+enum Stage {
+    NotStarted,
+    Started(Arc<Relay>),
+    /// It failed to start then: no new attempt before [`RETRY_START`] has passed.
+    FailedAt(Instant),
 }
 
 #[cfg(test)]
 thread_local! {
     /// Makes this worker's relay thread fail to start, as at a pids limit.
-    pub(super) static FAIL_START: Cell<bool> = const { Cell::new(false) };
+    pub(super) static FAIL_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// How long a worker whose relay thread failed to start waits before trying again.
@@ -48,53 +54,29 @@ const RETRY_START: Duration = Duration::from_secs(1);
 pub(super) fn relay() -> Option<Arc<Relay>> {
     RELAY.with(|r| {
         let mut r = r.borrow_mut();
-        if let Some(relay) = &*r
-            && relay.alive.load(Ordering::Acquire)
-        {
-            return Some(relay.clone());
-        }
-        // The first connection on this worker to move, or its relay thread died (a bug: the
-        // connections it held are closed, and the next ones get a new thread).
-        if RETRY_AT.get().is_some_and(|at| Instant::now() < at) {
-            return None;
+        match &*r {
+            Stage::Started(relay) if relay.alive.load(Ordering::Acquire) => {
+                return Some(relay.clone());
+            }
+            Stage::FailedAt(at) if at.elapsed() < RETRY_START => return None,
+            // The first connection on this worker to move, the next attempt after a failed
+            // start, or its relay thread died (a bug: the connections it held are closed, and
+            // the next ones get a new thread).
+            _ => {}
         }
         match Relay::start() {
             Ok(relay) => {
-                RETRY_AT.set(None);
-                *r = Some(relay.clone());
+                *r = Stage::Started(relay.clone());
                 Some(relay)
             }
             Err(e) => {
-                RETRY_AT.set(Some(Instant::now() + RETRY_START));
+                *r = Stage::FailedAt(Instant::now());
                 tracing::warn!(error = %e, retry_in = ?RETRY_START,
                     "could not start a relay thread: lasting L4 connections stay in the worker's relay task");
                 None
             }
         }
     })
-}
-
-/// Hands a connection's two sockets (client, endpoint; non-blocking, in no epoll instance),
-/// which have copied `totals` bytes so far, to `relay` (this worker's, from [`relay()`]);
-/// `done` runs there when the connection ends.
-pub(super) fn adopt(
-    relay: &Relay,
-    sockets: [std::net::TcpStream; 2],
-    totals: [u64; 2],
-    done: Done,
-) {
-    let first = {
-        let mut inbox = relay.inbox.lock();
-        inbox.push(Adopted {
-            sockets,
-            totals,
-            done,
-        });
-        inbox.len() == 1
-    };
-    if first && let Err(e) = relay.waker.wake() {
-        tracing::error!(error = %e, "waking the relay thread failed");
-    }
 }
 
 /// A worker's relay thread, as the worker sees it.
@@ -112,6 +94,24 @@ struct Adopted {
 }
 
 impl Relay {
+    /// Hands a connection's two sockets (client, endpoint; non-blocking, in no epoll
+    /// instance), which have copied `totals` bytes so far, to this relay thread; `done` runs
+    /// there when the connection ends.
+    pub(super) fn adopt(&self, sockets: [std::net::TcpStream; 2], totals: [u64; 2], done: Done) {
+        let first = {
+            let mut inbox = self.inbox.lock();
+            inbox.push(Adopted {
+                sockets,
+                totals,
+                done,
+            });
+            inbox.len() == 1
+        };
+        if first && let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "waking the relay thread failed");
+        }
+    }
+
     fn start() -> io::Result<Arc<Relay>> {
         #[cfg(test)]
         if FAIL_START.get() {
