@@ -38,6 +38,9 @@ use listeners::ListenerInfo;
 use metrics::ProxyMetrics;
 use select::{Affinity, Target};
 
+/// `--relay-pause-us`'s default.
+pub const DEFAULT_RELAY_PAUSE: Duration = relay::DEFAULT_PAUSE;
+
 /// The data plane's settings (from `serve` flags).
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
@@ -46,6 +49,9 @@ pub struct ProxySettings {
     /// This node's name: endpoints with this `nodeName` are node-local.
     pub node_name: String,
     pub workers: usize,
+    /// What a worker's relay thread sleeps after each batch of events while many connections
+    /// are active (zero: never), so the next batch is bigger.
+    pub relay_pause: Duration,
     pub connect_timeout: Duration,
     /// Endpoints tried per connection before giving up.
     pub connect_attempts: usize,
@@ -98,7 +104,7 @@ impl DataPlane {
         let dp = Arc::new(DataPlane {
             vips,
             open_files: files,
-            workers: workers::Workers::start(settings.workers)?,
+            workers: workers::Workers::start(settings.workers, settings.relay_pause)?,
             settings,
             plugins,
             metrics,

@@ -52,14 +52,16 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` worker threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<Self> {
+    /// Starts `n` worker threads (at least one); `relay_pause` is their relay threads' pause
+    /// after a busy batch ([`super::relay`]).
+    pub fn start(n: usize, relay_pause: std::time::Duration) -> std::io::Result<Self> {
         let mut handles = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("sy-worker-{i}"))
                 .spawn(move || {
+                    super::relay::set_pause(relay_pause);
                     // I/O and timers. `enable_io` also brings tokio's signal and process
                     // drivers (the crate uses both elsewhere); at each park they cost a flag
                     // check and a try-lock of the empty orphan queue, 0.1% of an L4 request.

@@ -15,6 +15,7 @@
 //! it is written), and end a connection by calling its [`Done`] before its sockets close.
 //! Touches only the sockets handed to it.
 
+mod pace;
 mod task;
 mod thread;
 
@@ -22,6 +23,7 @@ mod thread;
 mod tests;
 
 pub(super) use task::adopt;
+pub(super) use thread::{DEFAULT_PAUSE, set_pause};
 
 /// Called once when a relayed connection ends, with the bytes copied each way (client →
 /// endpoint, endpoint → client) or the error that ended it; on the worker while the

@@ -1,7 +1,8 @@
 //! The relay against real loopback sockets: bytes, half-close, back-pressure, resets, many
-//! connections at once, and a lasting connection's move from the worker's task to its relay
-//! thread.
+//! connections at once, a lasting connection's move from the worker's task to its relay
+//! thread, and that thread's pauses while many connections are busy.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,8 +11,9 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 use super::adopt;
+use super::pace::BUSY_CONNS;
 use super::task::SETTLED;
-use super::thread::FAIL_START;
+use super::thread::{FAIL_START, relay, set_pause};
 
 type Totals = std::io::Result<[u64; 2]>;
 
@@ -28,6 +30,9 @@ async fn relayed() -> (TcpStream, TcpStream, oneshot::Receiver<Totals>) {
         .await
         .unwrap();
     let (endpoint, _) = back.accept().await.unwrap();
+    // As the gateway's sockets are (proxy::tcp).
+    accepted.set_nodelay(true).unwrap();
+    upstream.set_nodelay(true).unwrap();
     let (tx, rx) = oneshot::channel();
     adopt(
         accepted,
@@ -219,4 +224,86 @@ async fn answer_one(
     drop(client);
     let totals = done.await.unwrap().unwrap();
     assert_eq!(totals, [got.len() as u64, 2]);
+}
+
+/// `n` connections through the relay, each moved to the relay thread by [`twenty_exchanges`].
+async fn lasting(n: u32) -> Vec<(TcpStream, TcpStream, oneshot::Receiver<Totals>)> {
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let (mut client, mut endpoint, done) = relayed().await;
+        twenty_exchanges(&mut client, &mut endpoint).await;
+        pairs.push((client, endpoint, done));
+    }
+    pairs
+}
+
+/// `rounds` exchanges on every connection at once: each client sends 10 bytes, each endpoint
+/// answers 20 in two writes (a head and a body, as an HTTP server answers; with
+/// `TCP_NODELAY`, as nginx sets it, so the second is not held back for the first's ACK).
+async fn exchanges_at_once(
+    pairs: &mut [(TcpStream, TcpStream, oneshot::Receiver<Totals>)],
+    rounds: u8,
+) {
+    for (_, endpoint, _) in pairs.iter() {
+        endpoint.set_nodelay(true).unwrap();
+    }
+    for r in 0..rounds {
+        for (client, _, _) in pairs.iter_mut() {
+            client.write_all(&[r; 10]).await.unwrap();
+        }
+        for (_, endpoint, _) in pairs.iter_mut() {
+            let mut got = [0u8; 10];
+            timeout(LIMIT, endpoint.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, [r; 10]);
+            endpoint.write_all(&[r; 12]).await.unwrap();
+            endpoint.write_all(&[r; 8]).await.unwrap();
+        }
+        for (client, _, _) in pairs.iter_mut() {
+            let mut back = [0u8; 20];
+            timeout(LIMIT, client.read_exact(&mut back))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(back, [r; 20]);
+        }
+    }
+}
+
+/// Closes every connection (the client's FIN, then the endpoint's) and checks its totals.
+async fn close_all(
+    pairs: Vec<(TcpStream, TcpStream, oneshot::Receiver<Totals>)>,
+    totals: [u64; 2],
+) {
+    for (mut client, mut endpoint, done) in pairs {
+        client.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut endpoint).await, b"");
+        endpoint.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut client).await, b"");
+        assert_eq!(
+            timeout(LIMIT, done).await.unwrap().unwrap().unwrap(),
+            totals
+        );
+    }
+}
+
+#[tokio::test]
+async fn many_busy_connections_make_the_relay_thread_pause_and_lose_nothing() {
+    set_pause(Duration::from_micros(50));
+    let mut pairs = lasting(2 * BUSY_CONNS).await;
+    exchanges_at_once(&mut pairs, 200).await;
+    let pauses = relay().unwrap().pauses.load(Ordering::Relaxed);
+    assert!(pauses > 0, "no pause with {} busy connections", pairs.len());
+    close_all(pairs, [200 + 200 * 10, 400 + 200 * 20]).await;
+}
+
+#[tokio::test]
+async fn a_relay_thread_set_to_no_pause_never_pauses() {
+    set_pause(Duration::ZERO);
+    let mut pairs = lasting(2 * BUSY_CONNS).await;
+    exchanges_at_once(&mut pairs, 200).await;
+    assert_eq!(relay().unwrap().pauses.load(Ordering::Relaxed), 0);
+    close_all(pairs, [200 + 200 * 10, 400 + 200 * 20]).await;
 }

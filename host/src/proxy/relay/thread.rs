@@ -8,9 +8,10 @@
 //! peer; bytes the peer cannot take at once wait in a per-direction stash until it can. A
 //! connection's completion runs on this thread, before its sockets close (a balancer's
 //! feedback, which needs the worker's plugin instance, is sent back there by
-//! [`crate::proxy::tcp`]).
+//! [`crate::proxy::tcp`]). While many connections are active the thread sleeps a short pause
+//! after each batch ([`super::pace`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 use slab::Slab;
 
+use super::pace::Pacer;
 use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn, ended};
 
 /// The token of the relay's waker; connections use `key << 1 | side`.
@@ -29,6 +31,16 @@ const WAKE: Token = Token(usize::MAX);
 thread_local! {
     /// This worker's relay thread, as far as it got.
     static RELAY: RefCell<Stage> = const { RefCell::new(Stage::NotStarted) };
+    /// The pause this worker's relay thread takes after a batch while busy (`--relay-pause-us`).
+    static PAUSE: Cell<Duration> = const { Cell::new(DEFAULT_PAUSE) };
+}
+
+/// `--relay-pause-us`'s default.
+pub(in crate::proxy) const DEFAULT_PAUSE: Duration = Duration::from_micros(10);
+
+/// Sets the pause of the relay thread this worker thread starts (zero: none).
+pub(in crate::proxy) fn set_pause(pause: Duration) {
+    PAUSE.set(pause);
 }
 
 /// Where a worker's relay thread stands.
@@ -85,6 +97,9 @@ pub(super) struct Relay {
     waker: mio::Waker,
     /// Cleared when the thread ends (it only ends by panicking).
     alive: AtomicBool,
+    /// Pauses taken after a batch.
+    #[cfg(test)]
+    pub(super) pauses: std::sync::atomic::AtomicU64,
 }
 
 struct Adopted {
@@ -122,6 +137,8 @@ impl Relay {
             inbox: Mutex::new(Vec::new()),
             waker: mio::Waker::new(poll.registry(), WAKE)?,
             alive: AtomicBool::new(true),
+            #[cfg(test)]
+            pauses: Default::default(),
         });
         // `sy-worker-3`'s relay is `sy-relay-3`: both fit the kernel's 15-byte thread name,
         // so `top -H` and /proc/<pid>/task/*/comm tell them apart.
@@ -130,9 +147,10 @@ impl Relay {
             |n| n.replacen("worker", "relay", 1),
         );
         let r = relay.clone();
+        let pause = PAUSE.get();
         std::thread::Builder::new().name(name).spawn(move || {
             let _dead = Dead(&r);
-            run(poll, &r);
+            run(poll, &r, pause);
         })?;
         Ok(relay)
     }
@@ -149,16 +167,25 @@ impl Drop for Dead<'_> {
 }
 
 /// The relay thread: waits for events and moves the bytes they allow, for ever.
-fn run(mut poll: Poll, relay: &Relay) -> ! {
+fn run(mut poll: Poll, relay: &Relay, pause: Duration) -> ! {
     let mut events = Events::with_capacity(256);
     let mut conns: Slab<Conn> = Slab::new();
     let mut scratch = vec![0u8; SCRATCH_BYTES].into_boxed_slice();
     let mut ready: Vec<usize> = Vec::new();
     let mut again: Vec<usize> = Vec::new();
     let mut adopted: Vec<Adopted> = Vec::new();
+    let mut pacer = Pacer::new(pause, Instant::now());
+    if !pause.is_zero() {
+        // The pause is a few microseconds: the default timer slack of 50 µs would make it
+        // several times longer. SAFETY: prctl with an integer argument touches no memory.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
+    }
+    let mut paused = false;
     loop {
-        // Connections with reads left to do go round again at once, after the others.
-        let timeout = (!again.is_empty()).then_some(Duration::ZERO);
+        // Connections with reads left to do go round again at once, after the others; after
+        // a pause the thread looks once, and only sleeps in epoll_wait if nothing came.
+        let timeout = (paused || !again.is_empty()).then_some(Duration::ZERO);
+        paused = false;
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != ErrorKind::Interrupted {
                 tracing::error!(error = %e, "the relay's epoll_wait failed");
@@ -176,6 +203,7 @@ fn run(mut poll: Poll, relay: &Relay) -> ! {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
+            pacer.saw(&mut conn.mark);
             let s = &mut conn.sockets[side];
             if ev.is_error() || ev.is_read_closed() {
                 s.closed = true;
@@ -195,6 +223,7 @@ fn run(mut poll: Poll, relay: &Relay) -> ! {
                     ..Half::default()
                 }),
                 done: a.done,
+                mark: 0,
             };
             let registered = conn.sockets.iter_mut().enumerate().try_for_each(|(i, s)| {
                 poll.registry().register(
@@ -216,7 +245,10 @@ fn run(mut poll: Poll, relay: &Relay) -> ! {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let Some(result) = ended(conn.pump(&mut scratch), key, &mut again) else {
+            let before = conn.moved();
+            let pumped = conn.pump(&mut scratch);
+            pacer.moved(conn.moved() - before);
+            let Some(result) = ended(pumped, key, &mut again) else {
                 continue;
             };
             conns.remove(key).finish(result);
@@ -224,6 +256,14 @@ fn run(mut poll: Poll, relay: &Relay) -> ! {
                 // Give back the room a burst of connections took.
                 conns.shrink_to_fit();
             }
+        }
+        if !events.is_empty()
+            && let Some(pause) = pacer.after_batch(Instant::now(), !again.is_empty())
+        {
+            std::thread::sleep(pause);
+            paused = true;
+            #[cfg(test)]
+            relay.pauses.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -234,6 +274,8 @@ struct Conn {
     sockets: [Side; 2],
     halves: [Half; 2],
     done: Done,
+    /// The last window [`Pacer`] counted this connection in.
+    mark: u32,
 }
 
 /// A socket and what epoll last said of it.
@@ -269,6 +311,11 @@ impl Conn {
         let up_waits = up.pump(client, upstream, scratch)?;
         let down_waits = down.pump(upstream, client, scratch)?;
         Ok(Turn::after([&*up, &*down], up_waits, down_waits))
+    }
+
+    /// Bytes read so far, both directions.
+    fn moved(&self) -> u64 {
+        self.halves[0].total + self.halves[1].total
     }
 
     /// Runs `done`, then closes the sockets (which takes them out of the epoll instance).
