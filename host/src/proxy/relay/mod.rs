@@ -8,7 +8,8 @@
 //!   data), it moves to the worker's relay thread, which has an epoll instance of its own
 //!   (`mio`): a readiness event there costs no tokio driver bookkeeping, no waker and no task
 //!   poll. Moving costs two `epoll_ctl` calls each way and a wake-up of that thread, which a
-//!   long connection pays once and a short one never.
+//!   long connection pays once and a short one never. While many connections are busy with
+//!   small reads, the thread pauses briefly after each batch ([`pace`]).
 //!
 //! Both copy through one 64 KiB scratch buffer per relay (an idle connection holds no
 //! buffer), keep half-close (a FIN is passed on as `shutdown(SHUT_WR)` once everything before

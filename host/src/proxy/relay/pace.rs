@@ -1,5 +1,5 @@
 //! When a relay thread pauses between batches: plain data in (which connections had events,
-//! the time), a decision out; no I/O, so it is tested without sockets.
+//! the bytes moved, the time), a decision out; no I/O, so it is tested without sockets.
 //!
 //! A relay thread that looks for events again the moment it has moved the last bytes sleeps
 //! in `epoll_wait` after almost every event under load, and each of those sleeps costs
@@ -26,7 +26,8 @@ pub(super) const BUSY_CONNS: u32 = 8;
 /// Bytes moved per event in the last [`WINDOW`] below which the thread pauses.
 pub(super) const SMALL_BYTES: u64 = 1024;
 
-/// Counts the connections with events per window and says when to pause.
+/// Counts the connections with events, the events and the bytes moved per window, and says
+/// when to pause.
 #[derive(Debug)]
 pub(super) struct Pacer {
     /// Zero: never pause.
@@ -40,7 +41,8 @@ pub(super) struct Pacer {
     /// Events and bytes moved in the current window.
     events: u64,
     bytes: u64,
-    /// The last window closed with at least [`BUSY_CONNS`] active connections.
+    /// The last window closed with at least [`BUSY_CONNS`] active connections and under
+    /// [`SMALL_BYTES`] an event.
     busy: bool,
 }
 
