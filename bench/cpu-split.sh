@@ -68,44 +68,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-head -c 100 /dev/zero | tr '\0' a >"$work/100b"
-head -c 16384 /dev/zero | tr '\0' b >"$work/16k"
-cat >"$work/backend.conf" <<EOF
-worker_processes 1; daemon off; master_process off; pid $work/backend.pid;
-error_log $work/backend.err;
-events { worker_connections 4096; }
-http { access_log off; sendfile on; open_file_cache max=16; keepalive_requests 100000000;
-  server { listen 127.0.0.1:$base; root $work; } }
-EOF
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-listen tcp
-    mode tcp
-    bind 127.0.0.1:$((base + 1))
-    server s1 127.0.0.1:$base
-listen http
-    mode http
-    option http-keep-alive
-    bind 127.0.0.1:$((base + 2))
-    server s1 127.0.0.1:$base
-EOF
-cat >"$work/nginx.conf" <<EOF
-load_module $stream_module;
-worker_processes 1; daemon off; master_process off; pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-stream { server { listen 127.0.0.1:$((base + 3)); proxy_pass 127.0.0.1:$base; } }
-http { access_log off;
-  upstream b { server 127.0.0.1:$base; keepalive 256; keepalive_requests 100000000; }
-  server { listen 127.0.0.1:$((base + 4)); keepalive_requests 100000000;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-EOF
+. "$root/bench/anchor-configs.sh"
+anchor_configs "$work" "$base"
 
 # start NAME CPU SCHED CMD...: runs CMD in its own process group; sets $group.
 start() {

@@ -23,8 +23,9 @@ mod thread;
 #[cfg(test)]
 mod tests;
 
+pub(super) use pace::DEFAULT_PAUSE;
 pub(super) use task::adopt;
-pub(super) use thread::{DEFAULT_PAUSE, set_pause};
+pub(super) use thread::set_pause;
 
 /// Called once when a relayed connection ends, with the bytes copied each way (client →
 /// endpoint, endpoint → client) or the error that ended it; on the worker while the

@@ -17,6 +17,9 @@
 
 use std::time::{Duration, Instant};
 
+/// `--relay-pause-us`'s default.
+pub(in crate::proxy) const DEFAULT_PAUSE: Duration = Duration::from_micros(10);
+
 /// The span over which active connections are counted.
 pub(super) const WINDOW: Duration = Duration::from_millis(1);
 
@@ -97,14 +100,26 @@ mod tests {
 
     const PAUSE: Duration = Duration::from_micros(20);
 
-    /// Feeds `conns` connections one event each per 100 µs for `span`, a batch per event;
-    /// returns how many batches were followed by a pause.
+    /// Feeds `conns` connections one event each per 100 µs for `span`, a batch per event that
+    /// moved 200 bytes; returns how many batches were followed by a pause.
     fn run(p: &mut Pacer, marks: &mut [u32], t: &mut Instant, span: Duration) -> usize {
+        run_moving(p, marks, t, span, 200)
+    }
+
+    /// [`run`] with `bytes` moved per event.
+    fn run_moving(
+        p: &mut Pacer,
+        marks: &mut [u32],
+        t: &mut Instant,
+        span: Duration,
+        bytes: u64,
+    ) -> usize {
         let end = *t + span;
         let mut paused = 0;
         while *t < end {
             for m in marks.iter_mut() {
                 p.saw(m);
+                p.moved(bytes);
                 paused += usize::from(p.after_batch(*t, false).is_some());
             }
             *t += Duration::from_micros(100);
@@ -177,24 +192,16 @@ mod tests {
         let mut t = Instant::now();
         let mut p = Pacer::new(PAUSE, t);
         let mut marks = [0; 16];
-        let end = t + Duration::from_millis(5);
-        while t < end {
-            for m in marks.iter_mut() {
-                p.saw(m);
-                p.moved(16 * 1024);
-                assert_eq!(p.after_batch(t, false), None);
-            }
-            t += Duration::from_micros(100);
-        }
+        let big = run_moving(
+            &mut p,
+            &mut marks,
+            &mut t,
+            Duration::from_millis(5),
+            16 * 1024,
+        );
+        assert_eq!(big, 0);
         // Small ones again: pauses from the next window on.
-        for _ in 0..20 {
-            for m in marks.iter_mut() {
-                p.saw(m);
-                p.moved(200);
-            }
-            t += Duration::from_micros(100);
-            p.after_batch(t, false);
-        }
+        run(&mut p, &mut marks, &mut t, Duration::from_millis(2));
         assert_eq!(p.after_batch(t, false), Some(PAUSE));
     }
 

@@ -17,9 +17,12 @@ use super::thread::{FAIL_START, relay, set_pause};
 
 type Totals = std::io::Result<[u64; 2]>;
 
-/// A connection through the relay, on loopback: the client's end, the endpoint's end, and
-/// what `done` is called with.
-async fn relayed() -> (TcpStream, TcpStream, oneshot::Receiver<Totals>) {
+/// A connection through the relay: the client's end, the endpoint's end, and what `done` is
+/// called with.
+type Relayed = (TcpStream, TcpStream, oneshot::Receiver<Totals>);
+
+/// A connection through the relay, on loopback.
+async fn relayed() -> Relayed {
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(front.local_addr().unwrap())
@@ -227,7 +230,7 @@ async fn answer_one(
 }
 
 /// `n` connections through the relay, each moved to the relay thread by [`twenty_exchanges`].
-async fn lasting(n: u32) -> Vec<(TcpStream, TcpStream, oneshot::Receiver<Totals>)> {
+async fn lasting(n: u32) -> Vec<Relayed> {
     let mut pairs = Vec::new();
     for _ in 0..n {
         let (mut client, mut endpoint, done) = relayed().await;
@@ -240,10 +243,7 @@ async fn lasting(n: u32) -> Vec<(TcpStream, TcpStream, oneshot::Receiver<Totals>
 /// `rounds` exchanges on every connection at once: each client sends 10 bytes, each endpoint
 /// answers 20 in two writes (a head and a body, as an HTTP server answers; with
 /// `TCP_NODELAY`, as nginx sets it, so the second is not held back for the first's ACK).
-async fn exchanges_at_once(
-    pairs: &mut [(TcpStream, TcpStream, oneshot::Receiver<Totals>)],
-    rounds: u8,
-) {
+async fn exchanges_at_once(pairs: &mut [Relayed], rounds: u8) {
     for (_, endpoint, _) in pairs.iter() {
         endpoint.set_nodelay(true).unwrap();
     }
@@ -273,10 +273,7 @@ async fn exchanges_at_once(
 }
 
 /// Closes every connection (the client's FIN, then the endpoint's) and checks its totals.
-async fn close_all(
-    pairs: Vec<(TcpStream, TcpStream, oneshot::Receiver<Totals>)>,
-    totals: [u64; 2],
-) {
+async fn close_all(pairs: Vec<Relayed>, totals: [u64; 2]) {
     for (mut client, mut endpoint, done) in pairs {
         client.shutdown().await.unwrap();
         assert_eq!(read_all(&mut endpoint).await, b"");

@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 use slab::Slab;
 
-use super::pace::Pacer;
+use super::pace::{DEFAULT_PAUSE, Pacer};
 use super::{Done, Half, READS_PER_TURN, SCRATCH_BYTES, Turn, ended};
 
 /// The token of the relay's waker; connections use `key << 1 | side`.
@@ -34,9 +34,6 @@ thread_local! {
     /// The pause this worker's relay thread takes after a batch while busy (`--relay-pause-us`).
     static PAUSE: Cell<Duration> = const { Cell::new(DEFAULT_PAUSE) };
 }
-
-/// `--relay-pause-us`'s default.
-pub(in crate::proxy) const DEFAULT_PAUSE: Duration = Duration::from_micros(10);
 
 /// Sets the pause of the relay thread this worker thread starts (zero: none).
 pub(in crate::proxy) fn set_pause(pause: Duration) {
@@ -54,7 +51,7 @@ enum Stage {
 #[cfg(test)]
 thread_local! {
     /// Makes this worker's relay thread fail to start, as at a pids limit.
-    pub(super) static FAIL_START: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static FAIL_START: Cell<bool> = const { Cell::new(false) };
 }
 
 /// How long a worker whose relay thread failed to start waits before trying again.
@@ -258,6 +255,7 @@ fn run(mut poll: Poll, relay: &Relay, pause: Duration) -> ! {
             }
         }
         if !events.is_empty()
+            && !pause.is_zero()
             && let Some(pause) = pacer.after_batch(Instant::now(), !again.is_empty())
         {
             std::thread::sleep(pause);
